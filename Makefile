@@ -1,0 +1,20 @@
+# The two commands of the README's quick start. Both create .venv with Python 3.11 when it is missing.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test bench
+
+$(BIN)/lstmkit: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(BIN)/lstmkit          ## set up, then run the main job
+	$(BIN)/lstmkit train
+
+test: $(BIN)/lstmkit         ## set up, then run the tests
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(BIN)/lstmkit        ## regenerate BENCHMARKS.md and benchmarks/*.json
+	$(BIN)/lstmkit bench --out benchmarks

@@ -1,0 +1,110 @@
+"""The fused layer: input product hoisted out of the loop, and backpropagation through time written by hand.
+
+Forward: G_t = P_t + R(h_{t-1}) with P = W_ih x + b computed for all steps at once (outside, by autograd).
+Backward walks time in reverse, one `R.transpose` per step; the weight gradients of R and of the projection
+come after the loop from ONE call over all T*B rows (see ARCHITECTURE.md).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from lstmkit import maps
+from lstmkit.cell import lstm_pointwise, lstm_pointwise_backward
+from lstmkit.engine.schedule import steps
+from lstmkit.maps import Map
+
+
+class Recurrence(torch.autograd.Function):
+    """(P, h0, c0, peephole, *tensors of R and of the projection) -> (out, h_n, c_n), all in packed rows."""
+
+    @staticmethod
+    def forward(ctx, cfg, gates_x: Tensor, h0: Tensor, c0: Tensor, peephole: Tensor | None, *weights: Tensor):
+        batch_sizes, reverse, weight_hh, weight_hr = cfg
+        N, H = gates_x.shape[0], gates_x.shape[1] // 4
+        B, P = h0.shape
+        out = gates_x.new_empty(N, P)
+        acts = gates_x.new_empty(N, 4 * H)  # activated gates i, f, g, o of every row
+        cells = gates_x.new_empty(N, H)  # c_t
+        cells_prev = gates_x.new_empty(N, H)  # c_{t-1}
+        hiddens_prev = gates_x.new_empty(N, P)  # h_{t-1}, the recurrent map's input
+        h_n, c_n = h0.new_empty(B, P), c0.new_empty(B, H)
+        schedule = steps(batch_sizes, reverse)
+        h, c = h0[:schedule[0][2]], c0[:schedule[0][2]]
+        for t, start, rows in schedule:
+            r = slice(start, start + rows)
+            if rows < h.shape[0]:  # sequences [rows:] ended at the previous step
+                h_n[rows:h.shape[0]], c_n[rows:h.shape[0]] = h[rows:], c[rows:]
+                h, c = h[:rows], c[:rows]
+            elif rows > h.shape[0]:  # (reverse direction) sequences [len(h):rows] start here
+                h, c = torch.cat((h, h0[h.shape[0]:rows])), torch.cat((c, c0[c.shape[0]:rows]))
+            hiddens_prev[r], cells_prev[r] = h, c
+            gates = gates_x[r] + maps.apply(weight_hh, h)  # (rows, 4H)
+            h_full, c, ifgo = lstm_pointwise(gates, c, peephole)
+            torch.cat(ifgo, dim=1, out=acts[r])
+            cells[r] = c
+            h = h_full if weight_hr is None else maps.apply(weight_hr, h_full)  # (rows, P)
+            out[r] = h
+        h_n[:h.shape[0]], c_n[:c.shape[0]] = h, c
+        ctx.cfg = cfg
+        ctx.save_for_backward(acts, cells, cells_prev, hiddens_prev, peephole)
+        return out, h_n, c_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out: Tensor, d_h_n: Tensor, d_c_n: Tensor):
+        batch_sizes, reverse, weight_hh, weight_hr = ctx.cfg
+        acts, cells, cells_prev, hiddens_prev, peephole = ctx.saved_tensors
+        H = cells.shape[1]
+        B, P = d_h_n.shape
+        d_gates = acts.new_empty(acts.shape)  # (N, 4H)
+        d_out_total = d_out.new_empty(d_out.shape) if weight_hr is not None else None  # (N, P): dL/dr_t
+        d_h0, d_c0 = d_h_n.new_zeros(B, P), d_c_n.new_zeros(B, H)
+        schedule = steps(batch_sizes, reverse)[::-1]
+        dh, dc = d_h_n[:schedule[0][2]], d_c_n[:schedule[0][2]]
+        for t, start, rows in schedule:
+            r = slice(start, start + rows)
+            if rows > dh.shape[0]:  # sequences [len(dh):rows] ended at step t: their gradient enters here
+                dh = torch.cat((dh, d_h_n[dh.shape[0]:rows]))
+                dc = torch.cat((dc, d_c_n[dc.shape[0]:rows]))
+            elif rows < dh.shape[0]:  # (reverse direction) sequences [rows:] started from h0 at step t+1
+                d_h0[rows:dh.shape[0]], d_c0[rows:dc.shape[0]] = dh[rows:], dc[rows:]
+                dh, dc = dh[:rows], dc[:rows]
+            dh = dh + d_out[r]  # dL/dh_t: from the output and from step t+1
+            if weight_hr is not None:
+                d_out_total[r] = dh
+                dh = maps.apply_transpose(weight_hr, dh)  # r_t = W_hr h_t  =>  dh_t = W_hr^T dr_t
+            d_gates[r], dc = lstm_pointwise_backward(dh, dc, acts[r], cells[r], cells_prev[r], peephole)
+            dh = maps.apply_transpose(weight_hh, d_gates[r])  # dL/dh_{t-1} = R^T dG_t
+        d_h0[:dh.shape[0]], d_c0[:dc.shape[0]] = dh, dc
+
+        # after the loop, once over all N rows
+        needs = ctx.needs_input_grad
+        d_peephole = None
+        if peephole is not None and needs[4]:
+            d_peephole = torch.stack((
+                (d_gates[:, :H] * cells_prev).sum(0),  # a_i += w_ci ⊙ c_{t-1}
+                (d_gates[:, H:2 * H] * cells_prev).sum(0),  # a_f += w_cf ⊙ c_{t-1}
+                (d_gates[:, 3 * H:] * cells).sum(0),  # a_o += w_co ⊙ c_t
+            ))
+        n_hh = len(maps.tensors(weight_hh))
+        d_weights: list[Tensor | None] = [None] * (len(needs) - 5)
+        if any(needs[5:5 + n_hh]):
+            d_weights[:n_hh] = maps.weight_grads(weight_hh, hiddens_prev, d_gates)  # sum_t dG_t^T h_{t-1}
+        if weight_hr is not None and any(needs[5 + n_hh:]):
+            h_full = acts[:, 3 * H:] * torch.tanh(cells)  # (N, H): h_t = o ⊙ tanh(c_t), recomputed
+            d_weights[n_hh:] = maps.weight_grads(weight_hr, h_full, d_out_total)  # sum_t dr_t^T h_t
+        return (None, d_gates if needs[1] else None, d_h0 if needs[2] else None, d_c0 if needs[3] else None,
+                d_peephole, *d_weights)
+
+
+def fused_layer(x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Tensor, weight_ih: Map, weight_hh: Map,
+                bias: Tensor | None = None, peephole: Tensor | None = None, weight_hr: Map | None = None,
+                reverse: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """Same contract as `reference_layer`: x (N, I) -> out (N, P), h_n (B, P), c_n (B, H)."""
+    gates_x = maps.apply(weight_ih, x)  # (N, 4H): the input half of every step in one product
+    if bias is not None:
+        gates_x = gates_x + bias
+    cfg = (batch_sizes, reverse, weight_hh, weight_hr)
+    return Recurrence.apply(cfg, gates_x, h0, c0, peephole, *maps.tensors(weight_hh), *maps.tensors(weight_hr))

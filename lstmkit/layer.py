@@ -1,0 +1,194 @@
+"""LSTM: a drop-in for torch.nn.LSTM (same arguments, inputs, outputs and state_dict), run by lstmkit's engine."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from lstmkit import checks
+from lstmkit.cell import OutputLayer
+from lstmkit.engine import layer_function
+
+
+class LSTM(nn.Module):
+    """Multi-layer, optionally bidirectional LSTM with projection (LSTMP) and peepholes.
+
+    The arguments, forward inputs/outputs and parameter names are torch.nn.LSTM's, so weights load both ways:
+    per layer k and direction suffix ("" or "_reverse"): weight_ih_l{k} (4H, I_k), weight_hh_l{k} (4H, P or H),
+    bias_ih_l{k}, bias_hh_l{k} (4H), weight_hr_l{k} (P, H) when proj_size > 0.
+    lstmkit adds (keyword-only): `peephole` (weight_peephole_l{k}, (3, H): w_ci, w_cf, w_co), an output layer
+    y_t = φ(W_y h_t + b_y) on the top layer's outputs (`output_size`, `output_activation`) and the engine
+    implementation `impl` ("auto", "fused", "reference"; see lstmkit.engine).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
+                 device=None, dtype=None, *, peephole: bool = False, output_size: int = 0,
+                 output_activation: str = "identity", impl: str = "auto"):
+        super().__init__()
+        self.input_size = checks.positive_int("input_size", input_size)
+        self.hidden_size = checks.positive_int("hidden_size", hidden_size)
+        self.num_layers = checks.positive_int("num_layers", num_layers)
+        self.proj_size = checks.nonnegative_int("proj_size", proj_size)
+        self.dropout = checks.probability("dropout", dropout)
+        if proj_size >= hidden_size:
+            raise ValueError(f"proj_size must be smaller than hidden_size={hidden_size}, got {proj_size}")
+        layer_function(impl)  # validates the name
+        self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
+        self.peephole, self.impl = bool(peephole), impl
+        self.mode = "LSTM"
+        kw = {"device": device, "dtype": dtype}
+        H, P = hidden_size, proj_size or hidden_size
+        D = 2 if bidirectional else 1
+        for k in range(num_layers):
+            layer_input = input_size if k == 0 else D * P
+            for sfx in self._suffixes():
+                self.register_parameter(f"weight_ih_l{k}{sfx}", nn.Parameter(torch.empty(4 * H, layer_input, **kw)))
+                self.register_parameter(f"weight_hh_l{k}{sfx}", nn.Parameter(torch.empty(4 * H, P, **kw)))
+                if bias:
+                    self.register_parameter(f"bias_ih_l{k}{sfx}", nn.Parameter(torch.empty(4 * H, **kw)))
+                    self.register_parameter(f"bias_hh_l{k}{sfx}", nn.Parameter(torch.empty(4 * H, **kw)))
+                if proj_size:
+                    self.register_parameter(f"weight_hr_l{k}{sfx}", nn.Parameter(torch.empty(P, H, **kw)))
+                if peephole:
+                    self.register_parameter(f"weight_peephole_l{k}{sfx}", nn.Parameter(torch.empty(3, H, **kw)))
+        self.output_layer = (OutputLayer(D * P, checks.positive_int("output_size", output_size), output_activation,
+                                         **kw) if output_size else None)
+        self.reset_parameters()
+
+    def _suffixes(self) -> tuple[str, ...]:
+        return ("", "_reverse") if self.bidirectional else ("",)
+
+    def reset_parameters(self) -> None:
+        """U(-1/sqrt(H), 1/sqrt(H)) for every LSTM weight, as torch.nn.LSTM."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for name, p in self.named_parameters():
+            if not name.startswith("output_layer."):
+                nn.init.uniform_(p, -bound, bound)
+
+    def flatten_parameters(self) -> None:
+        """No-op, for code written for torch.nn.LSTM (lstmkit keeps no flat cuDNN buffer)."""
+
+    @property
+    def all_weights(self) -> list[list[Tensor]]:
+        return [[getattr(self, n) for n in names] for names in self._weight_names()]
+
+    def _weight_names(self) -> list[list[str]]:
+        names = []
+        for k in range(self.num_layers):
+            for sfx in self._suffixes():
+                layer = [f"weight_ih_l{k}{sfx}", f"weight_hh_l{k}{sfx}"]
+                layer += [f"bias_ih_l{k}{sfx}", f"bias_hh_l{k}{sfx}"] if self.bias else []
+                layer += [f"weight_hr_l{k}{sfx}"] if self.proj_size else []
+                names.append(layer)
+        return names
+
+    def _direction(self, k: int, sfx: str) -> dict:
+        """The maps and vectors of layer k, direction sfx, as the engine takes them."""
+        get = lambda name: getattr(self, f"{name}_l{k}{sfx}", None)  # noqa: E731
+        bias = get("bias_ih") + get("bias_hh") if self.bias else None  # (4H,): both biases add to every gate
+        return {"weight_ih": get("weight_ih"), "weight_hh": get("weight_hh"), "bias": bias,
+                "peephole": get("weight_peephole"), "weight_hr": get("weight_hr"), "reverse": sfx == "_reverse"}
+
+    def forward(self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None = None):
+        """input: (T, B, I), (B, T, I) with batch_first, unbatched (T, I), or a PackedSequence.
+        hx = (h_0, c_0): (num_layers * D, B, P) and (num_layers * D, B, H); unbatched without the B dim.
+        Returns output (T, B, D * P) (or a PackedSequence, or y_t with an output layer) and (h_n, c_n).
+        """
+        ref = self.weight_ih_l0
+        ref = ref if isinstance(ref, Tensor) else next(ref.parameters())
+        L, D, H = self.num_layers, 2 if self.bidirectional else 1, self.hidden_size
+        P = self.proj_size or H
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            x, sizes, sorted_indices, unsorted_indices = input
+            checks.input_tensor(x, self.input_size, ref, ranks=(2,), layout=" (PackedSequence.data: (N, I))")
+            batch_sizes = checks.batch_sizes(sizes)
+            if sum(batch_sizes) != x.shape[0]:
+                raise ValueError(f"PackedSequence.data has {x.shape[0]} rows but batch_sizes sum to {sum(batch_sizes)}")
+            B, batched = batch_sizes[0], True
+        else:
+            layout = " (unbatched (T, I) or batched " + ("(B, T, I))" if self.batch_first else "(T, B, I))")
+            checks.input_tensor(input, self.input_size, ref, ranks=(2, 3), layout=layout)
+            batched = input.dim() == 3
+            x = input if batched else input.unsqueeze(1)  # (T, 1, I) when unbatched
+            if batched and self.batch_first:
+                x = x.transpose(0, 1)  # (T, B, I)
+            T, B, _ = x.shape
+            if T == 0 or B == 0:
+                raise ValueError(f"input must have at least one time step and one sequence, got shape {tuple(x.shape)}")
+            batch_sizes = [B] * T
+            x = x.reshape(T * B, self.input_size)  # (T*B, I): packed rows
+
+        h0, c0 = self._initial_state(hx, L * D, B, P, batched, x)
+        if packed and sorted_indices is not None:
+            h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
+
+        run = layer_function(self.impl)
+        h_n, c_n = [], []
+        for k in range(L):
+            outputs = []
+            for d, sfx in enumerate(self._suffixes()):
+                out, h, c = run(x, batch_sizes, h0[k * D + d], c0[k * D + d], **self._direction(k, sfx))
+                outputs.append(out)  # (N, P)
+                h_n.append(h)
+                c_n.append(c)
+            x = torch.cat(outputs, 1) if D == 2 else outputs[0]  # (N, D*P)
+            if self.dropout and self.training and k < L - 1:
+                # on the (T, B, D*P) view, as torch.nn.LSTM does, so a shared seed draws the same mask
+                x = nn.functional.dropout(x if packed else x.view(-1, B, D * P), self.dropout, True).reshape(x.shape)
+        if self.output_layer is not None:
+            x = self.output_layer(x)  # y_t = φ(W_y h_t + b_y)
+        h_n, c_n = torch.stack(h_n), torch.stack(c_n)  # (L*D, B, P), (L*D, B, H)
+
+        if packed:
+            if unsorted_indices is not None:
+                h_n, c_n = h_n.index_select(1, unsorted_indices), c_n.index_select(1, unsorted_indices)
+            return PackedSequence(x, sizes, sorted_indices, unsorted_indices), (h_n, c_n)
+        output = x.view(T, B, x.shape[-1])  # (T, B, F)
+        if not batched:
+            return output.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
+        return (output.transpose(0, 1) if self.batch_first else output), (h_n, c_n)
+
+    def _initial_state(self, hx, LD: int, B: int, P: int, batched: bool, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(h_0, c_0) as (L*D, B, P) and (L*D, B, H): zeros when hx is None, else checked (never broadcast)."""
+        H = self.hidden_size
+        if hx is None:
+            return x.new_zeros(LD, B, P), x.new_zeros(LD, B, H)
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError(f"hx must be a tuple (h_0, c_0), got {type(hx).__name__}"
+                            + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else ""))
+        shape = (lambda n: (LD, B, n)) if batched else (lambda n: (LD, n))
+        h0 = checks.state_tensor("h_0", hx[0], shape(P), x)
+        c0 = checks.state_tensor("c_0", hx[1], shape(H), x)
+        return (h0, c0) if batched else (h0.unsqueeze(1), c0.unsqueeze(1))
+
+    @classmethod
+    def from_torch(cls, lstm: nn.LSTM, **options) -> "LSTM":
+        """An lstmkit.LSTM with the same configuration and (copied) weights as a torch.nn.LSTM."""
+        w = lstm.weight_ih_l0
+        new = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias, lstm.batch_first,
+                  float(lstm.dropout), lstm.bidirectional, lstm.proj_size, device=w.device, dtype=w.dtype, **options)
+        new.load_state_dict(lstm.state_dict(), strict=not new.peephole and new.output_layer is None)
+        return new
+
+    def to_torch(self) -> nn.LSTM:
+        """The torch.nn.LSTM computing the same function (requires no peepholes and no output layer)."""
+        if self.peephole or self.output_layer is not None:
+            raise ValueError("torch.nn.LSTM has no peepholes or output layer; this LSTM has "
+                             f"peephole={self.peephole}, output layer={self.output_layer is not None}")
+        w = self.weight_ih_l0
+        lstm = nn.LSTM(self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first, self.dropout,
+                       self.bidirectional, self.proj_size, device=w.device, dtype=w.dtype)
+        lstm.load_state_dict(self.state_dict())
+        return lstm
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
+                              ("bidirectional", False), ("proj_size", 0), ("peephole", False), ("impl", "auto")):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)!r}"
+        return s

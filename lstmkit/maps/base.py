@@ -1,0 +1,86 @@
+"""The linear-map protocol that every weight structure implements, and the helpers the engine calls."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class LinearMap(nn.Module):
+    """A linear map `(..., in_features) -> (..., out_features)` with the adjoint the BPTT engine needs.
+
+    Subclasses implement `forward`, `transpose`, `to_dense`, `from_dense` and `flops`.
+    `weight_grads` has a generic autograd implementation; a map may override it with a closed form.
+    """
+
+    in_features: int
+    out_features: int
+
+    def forward(self, x: Tensor) -> Tensor:  # (..., in) -> (..., out)
+        raise NotImplementedError
+
+    def transpose(self, g: Tensor) -> Tensor:  # (..., out) -> (..., in): the adjoint, g @ W
+        raise NotImplementedError
+
+    def to_dense(self) -> Tensor:  # (out, in), the matrix W with forward(x) == x @ W.T
+        raise NotImplementedError
+
+    @classmethod
+    def from_dense(cls, weight: Tensor, **options) -> "LinearMap":
+        raise NotImplementedError
+
+    def flops(self, rows: int) -> int:
+        """Multiply-adds of `forward` on `rows` input rows."""
+        raise NotImplementedError
+
+    def weight_grads(self, x: Tensor, g: Tensor) -> tuple[Tensor | None, ...]:
+        """Gradients of sum(forward(x) * g) for each of `self.parameters()`, in one call over all rows."""
+        params = tuple(self.parameters())
+        with torch.enable_grad():
+            y = self.forward(x.detach())
+            return torch.autograd.grad(y, params, g, allow_unused=True)
+
+
+# A map is either a LinearMap or a plain (out, in) weight tensor, which is the dense map: that keeps
+# the dense layer's parameters where torch.nn.LSTM has them (weight_hh_l0, ...) with no wrapper.
+Map = LinearMap | Tensor
+
+
+def apply(m: Map, x: Tensor) -> Tensor:
+    """(..., in) -> (..., out)"""
+    return torch.nn.functional.linear(x, m) if isinstance(m, Tensor) else m(x)
+
+
+def apply_transpose(m: Map, g: Tensor) -> Tensor:
+    """(..., out) -> (..., in)"""
+    return g @ m if isinstance(m, Tensor) else m.transpose(g)
+
+
+def tensors(m: Map | None) -> tuple[Tensor, ...]:
+    """The tensors a map's gradients are taken for."""
+    if m is None:
+        return ()
+    return (m,) if isinstance(m, Tensor) else tuple(m.parameters())
+
+
+def weight_grads(m: Map, x: Tensor, g: Tensor) -> tuple[Tensor | None, ...]:
+    """Gradients of sum(apply(m, x) * g) for `tensors(m)`; x (N, in), g (N, out)."""
+    if isinstance(m, Tensor):
+        return (g.t() @ x,)  # dW = g^T x, (out, in): one GEMM over all N rows
+    return m.weight_grads(x, g)
+
+
+def features(m: Map) -> tuple[int, int]:
+    """(in_features, out_features)"""
+    if isinstance(m, Tensor):
+        return m.shape[1], m.shape[0]
+    return m.in_features, m.out_features
+
+
+def to_dense(m: Map) -> Tensor:
+    return m if isinstance(m, Tensor) else m.to_dense()
+
+
+def flops(m: Map, rows: int) -> int:
+    if isinstance(m, Tensor):
+        return rows * m.shape[0] * m.shape[1]
+    return m.flops(rows)
