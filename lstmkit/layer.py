@@ -7,9 +7,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from lstmkit import checks
+from lstmkit import checks, maps
 from lstmkit.cell import OutputLayer
 from lstmkit.engine import layer_function
+from lstmkit.maps import MapSpec
 
 
 class LSTM(nn.Module):
@@ -21,12 +22,17 @@ class LSTM(nn.Module):
     lstmkit adds (keyword-only): `peephole` (weight_peephole_l{k}, (3, H): w_ci, w_cf, w_co), an output layer
     y_t = φ(W_y h_t + b_y) on the top layer's outputs (`output_size`, `output_activation`) and the engine
     implementation `impl` ("auto", "fused", "reference"; see lstmkit.engine).
+
+    Weight structures (see lstmkit.maps): `input`, `recurrent` and `projection` take a MapSpec for W_ih, W_hh
+    and W_hr; `gates` one for the joint [W_ih, W_hh]. A structured weight is a submodule under the same name
+    (weight_hh_l0.<its parameters>) in place of the dense parameter.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
                  device=None, dtype=None, *, peephole: bool = False, output_size: int = 0,
-                 output_activation: str = "identity", impl: str = "auto"):
+                 output_activation: str = "identity", impl: str = "auto", input: MapSpec | None = None,
+                 recurrent: MapSpec | None = None, projection: MapSpec | None = None, gates: MapSpec | None = None):
         super().__init__()
         self.input_size = checks.positive_int("input_size", input_size)
         self.hidden_size = checks.positive_int("hidden_size", hidden_size)
@@ -45,13 +51,22 @@ class LSTM(nn.Module):
         for k in range(num_layers):
             layer_input = input_size if k == 0 else D * P
             for sfx in self._suffixes():
-                self.register_parameter(f"weight_ih_l{k}{sfx}", nn.Parameter(torch.empty(4 * H, layer_input, **kw)))
-                self.register_parameter(f"weight_hh_l{k}{sfx}", nn.Parameter(torch.empty(4 * H, P, **kw)))
+                if gates is not None:
+                    if input is not None or recurrent is not None:
+                        raise ValueError("give either gates= (the joint [W_ih, W_hh]) or input=/recurrent=, not both")
+                    w_ih, w_hh = gates.build_pair(layer_input, P, 4 * H, **kw)
+                    self.add_module(f"weight_ih_l{k}{sfx}", w_ih)
+                    self.add_module(f"weight_hh_l{k}{sfx}", w_hh)
+                else:
+                    self._add_weight(f"weight_ih_l{k}{sfx}", input, layer_input, 4 * H, kw)
+                    self._add_weight(f"weight_hh_l{k}{sfx}", recurrent, P, 4 * H, kw)
                 if bias:
                     self.register_parameter(f"bias_ih_l{k}{sfx}", nn.Parameter(torch.empty(4 * H, **kw)))
                     self.register_parameter(f"bias_hh_l{k}{sfx}", nn.Parameter(torch.empty(4 * H, **kw)))
                 if proj_size:
-                    self.register_parameter(f"weight_hr_l{k}{sfx}", nn.Parameter(torch.empty(P, H, **kw)))
+                    self._add_weight(f"weight_hr_l{k}{sfx}", projection, H, P, kw)
+                elif projection is not None:
+                    raise ValueError("projection= needs proj_size > 0")
                 if peephole:
                     self.register_parameter(f"weight_peephole_l{k}{sfx}", nn.Parameter(torch.empty(3, H, **kw)))
         self.output_layer = (OutputLayer(D * P, checks.positive_int("output_size", output_size), output_activation,
@@ -61,12 +76,18 @@ class LSTM(nn.Module):
     def _suffixes(self) -> tuple[str, ...]:
         return ("", "_reverse") if self.bidirectional else ("",)
 
+    def _add_weight(self, name: str, spec: MapSpec | None, in_features: int, out_features: int, kw: dict) -> None:
+        """A dense (out, in) parameter named as in torch.nn.LSTM, or the structure `spec` builds, under `name`."""
+        if spec is None:
+            self.register_parameter(name, nn.Parameter(torch.empty(out_features, in_features, **kw)))
+        else:
+            self.add_module(name, spec.build(in_features, out_features, **kw))
+
     def reset_parameters(self) -> None:
-        """U(-1/sqrt(H), 1/sqrt(H)) for every LSTM weight, as torch.nn.LSTM."""
+        """U(-1/sqrt(H), 1/sqrt(H)) for every dense LSTM weight and bias, as torch.nn.LSTM; structures keep their own."""
         bound = 1.0 / math.sqrt(self.hidden_size)
-        for name, p in self.named_parameters():
-            if not name.startswith("output_layer."):
-                nn.init.uniform_(p, -bound, bound)
+        for p in self._parameters.values():
+            nn.init.uniform_(p, -bound, bound)
 
     def flatten_parameters(self) -> None:
         """No-op, for code written for torch.nn.LSTM (lstmkit keeps no flat cuDNN buffer)."""
@@ -175,14 +196,16 @@ class LSTM(nn.Module):
         return new
 
     def to_torch(self) -> nn.LSTM:
-        """The torch.nn.LSTM computing the same function (requires no peepholes and no output layer)."""
+        """The torch.nn.LSTM computing the same function, structured weights made dense with `to_dense()`
+        (requires no peepholes and no output layer)."""
         if self.peephole or self.output_layer is not None:
             raise ValueError("torch.nn.LSTM has no peepholes or output layer; this LSTM has "
                              f"peephole={self.peephole}, output layer={self.output_layer is not None}")
         w = self.weight_ih_l0
         lstm = nn.LSTM(self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first, self.dropout,
                        self.bidirectional, self.proj_size, device=w.device, dtype=w.dtype)
-        lstm.load_state_dict(self.state_dict())
+        lstm.load_state_dict({name: maps.to_dense(w) if isinstance(w, nn.Module) else w
+                              for name, w in ((n, getattr(self, n)) for names in self._weight_names() for n in names)})
         return lstm
 
     def extra_repr(self) -> str:

@@ -43,3 +43,27 @@ def test_layer_weights_are_dense_maps():
     lstm = lstmkit.LSTM(3, 4)
     assert maps.features(lstm.weight_hh_l0) == (4, 16)
     assert maps.tensors(lstm.weight_hh_l0)[0] is lstm.weight_hh_l0
+
+
+class DenseSpec(maps.MapSpec):
+    def build(self, in_features, out_features, *, device=None, dtype=None):
+        return maps.Dense(in_features, out_features, device=device, dtype=dtype)
+
+
+def test_structured_weights_plug_into_the_layer_and_densify():
+    torch.manual_seed(0)
+    lstm = lstmkit.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2, input=DenseSpec(),
+                        recurrent=DenseSpec(), projection=DenseSpec())
+    assert isinstance(lstm.weight_hh_l1_reverse, maps.Dense)
+    assert "weight_hh_l1_reverse.weight" in lstm.state_dict()
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    dense = lstm.to_torch()  # every map made dense with to_dense()
+    y, (h, c) = lstm(x)
+    y_ref, (h_ref, c_ref) = dense(x)
+    assert_rel(y, y_ref, 1e-5)
+    assert_rel(c, c_ref, 1e-5)
+    (g,) = torch.autograd.grad(y.sum(), lstm.weight_hh_l0.weight)
+    (g_ref,) = torch.autograd.grad(y_ref.sum(), dense.weight_hh_l0)
+    assert_rel(g, g_ref, 1e-5)
+    joint = lstmkit.LSTM(3, 4, gates=DenseSpec())
+    assert isinstance(joint.weight_ih_l0, maps.Dense) and joint.weight_ih_l0.in_features == 3
