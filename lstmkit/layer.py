@@ -118,8 +118,7 @@ class LSTM(nn.Module):
         hx = (h_0, c_0): (num_layers * D, B, P) and (num_layers * D, B, H); unbatched without the B dim.
         Returns output (T, B, D * P) (or a PackedSequence, or y_t with an output layer) and (h_n, c_n).
         """
-        ref = self.weight_ih_l0
-        ref = ref if isinstance(ref, Tensor) else next(ref.parameters())
+        ref = maps.tensors(self.weight_ih_l0)[0]  # the dtype and device inputs must match
         L, D, H = self.num_layers, 2 if self.bidirectional else 1, self.hidden_size
         P = self.proj_size or H
         packed = isinstance(input, PackedSequence)
@@ -201,7 +200,7 @@ class LSTM(nn.Module):
         if self.peephole or self.output_layer is not None:
             raise ValueError("torch.nn.LSTM has no peepholes or output layer; this LSTM has "
                              f"peephole={self.peephole}, output layer={self.output_layer is not None}")
-        w = self.weight_ih_l0
+        w = maps.tensors(self.weight_ih_l0)[0]
         lstm = nn.LSTM(self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first, self.dropout,
                        self.bidirectional, self.proj_size, device=w.device, dtype=w.dtype)
         lstm.load_state_dict({name: maps.to_dense(w) if isinstance(w, nn.Module) else w
