@@ -10,6 +10,7 @@ COMMANDS = {
     "train": "lstmkit.train",
     "sample": "lstmkit.sample",
     "compare": "lstmkit.compare",
+    "compress": "lstmkit.compress.command",
     "bench": "lstmkit.bench",
 }
 
