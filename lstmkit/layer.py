@@ -110,6 +110,8 @@ class LSTM(nn.Module):
         """The maps and vectors of layer k, direction sfx, as the engine takes them."""
         get = lambda name: getattr(self, f"{name}_l{k}{sfx}", None)  # noqa: E731
         bias = get("bias_ih") + get("bias_hh") if self.bias else None  # (4H,): both biases add to every gate
+        for w in (get("weight_ih"), get("weight_hh")):  # a structure may tie gate biases (coupled: b_f = -b_i)
+            bias = w.gate_bias(bias) if bias is not None and hasattr(w, "gate_bias") else bias
         return {"weight_ih": get("weight_ih"), "weight_hh": get("weight_hh"), "bias": bias,
                 "peephole": get("weight_peephole"), "weight_hr": get("weight_hr"), "reverse": sfx == "_reverse"}
 
@@ -118,7 +120,7 @@ class LSTM(nn.Module):
         hx = (h_0, c_0): (num_layers * D, B, P) and (num_layers * D, B, H); unbatched without the B dim.
         Returns output (T, B, D * P) (or a PackedSequence, or y_t with an output layer) and (h_n, c_n).
         """
-        ref = maps.tensors(self.weight_ih_l0)[0]  # the dtype and device inputs must match
+        ref = maps.reference(self.weight_ih_l0)  # the dtype and device inputs must match
         L, D, H = self.num_layers, 2 if self.bidirectional else 1, self.hidden_size
         P = self.proj_size or H
         packed = isinstance(input, PackedSequence)
@@ -200,7 +202,7 @@ class LSTM(nn.Module):
         if self.peephole or self.output_layer is not None:
             raise ValueError("torch.nn.LSTM has no peepholes or output layer; this LSTM has "
                              f"peephole={self.peephole}, output layer={self.output_layer is not None}")
-        w = maps.tensors(self.weight_ih_l0)[0]
+        w = maps.reference(self.weight_ih_l0)
         lstm = nn.LSTM(self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first, self.dropout,
                        self.bidirectional, self.proj_size, device=w.device, dtype=w.dtype)
         lstm.load_state_dict({name: maps.to_dense(w) if isinstance(w, nn.Module) else w

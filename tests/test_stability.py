@@ -39,8 +39,8 @@ def test_saturated_gates_give_saturated_outputs_not_nan(impl, sign):
     if sign > 0:  # i = f = o = 1, g = 1: c_t = c_{t-1} + 1, h_t = tanh(c_t) -> 1
         assert torch.allclose(c[0], torch.full_like(c[0], 20.0))
         assert torch.allclose(y[-1], torch.ones_like(y[-1]))
-    else:  # i = f = o = 0: c_t = 0, h_t = 0
-        assert y.abs().max() == 0 and c.abs().max() == 0
+    else:  # i = f = o = σ(-100) ≈ 4e-44: c_t ≈ 0, h_t ≈ 0 (how tiny depends on the sigmoid's rounding)
+        assert y.abs().max() < 1e-30 and c.abs().max() < 1e-30
 
 
 def test_extreme_inputs_in_float32_stay_finite():

@@ -1,10 +1,12 @@
-"""The time loop: a readable reference and the fused hand-written BPTT, behind one dispatch."""
+"""The time loop: a readable reference, the fused hand-written BPTT and the native C++ loop, behind one dispatch."""
 from __future__ import annotations
 
 from lstmkit.engine.bptt import fused_layer
+from lstmkit.engine.native import auto_layer, native_layer
 from lstmkit.engine.reference import reference_layer
 
-IMPLEMENTATIONS = {"fused": fused_layer, "reference": reference_layer, "auto": fused_layer}
+# "auto": native where it runs (compiled, CPU, float32/float64, dense W_hh and W_hr), else fused
+IMPLEMENTATIONS = {"auto": auto_layer, "fused": fused_layer, "native": native_layer, "reference": reference_layer}
 
 
 def layer_function(impl: str):
@@ -15,4 +17,4 @@ def layer_function(impl: str):
         raise ValueError(f"impl must be one of {sorted(IMPLEMENTATIONS)}, got {impl!r}") from None
 
 
-__all__ = ["fused_layer", "reference_layer", "layer_function", "IMPLEMENTATIONS"]
+__all__ = ["auto_layer", "fused_layer", "native_layer", "reference_layer", "layer_function", "IMPLEMENTATIONS"]

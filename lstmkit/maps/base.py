@@ -32,6 +32,12 @@ class LinearMap(nn.Module):
         """Multiply-adds of `forward` on `rows` input rows."""
         raise NotImplementedError
 
+    def reference(self) -> Tensor:
+        """A tensor with the dtype and device this map's inputs must have: its first parameter, unless overridden
+        (a quantized map stores no floating-point parameter), or else its first sub-map's."""
+        p = next(self.parameters(), None)
+        return p if p is not None else next(m.reference() for m in self.children() if isinstance(m, LinearMap))
+
     def weight_grads(self, x: Tensor, g: Tensor) -> tuple[Tensor | None, ...]:
         """Gradients of sum(forward(x) * g) for each of `self.parameters()`, in one call over all rows."""
         params = tuple(self.parameters())
@@ -60,6 +66,11 @@ def tensors(m: Map | None) -> tuple[Tensor, ...]:
     if m is None:
         return ()
     return (m,) if isinstance(m, Tensor) else tuple(m.parameters())
+
+
+def reference(m: Map) -> Tensor:
+    """A tensor with the dtype and device the map's inputs must have."""
+    return m if isinstance(m, Tensor) else m.reference()
 
 
 def weight_grads(m: Map, x: Tensor, g: Tensor) -> tuple[Tensor | None, ...]:

@@ -1,0 +1,59 @@
+"""The benchmark's settings as one dataclass; `lstmkit bench` builds its flags from it (see lstmkit.config)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+
+from lstmkit import config
+from lstmkit.config import option
+
+
+def studies() -> tuple[str, ...]:
+    """The registered studies, lstmkit.bench.STUDIES (imported late: that package imports this module)."""
+    from lstmkit.bench import STUDIES
+    return tuple(STUDIES)
+
+
+@dataclass
+class BenchConfig:
+    """What `lstmkit bench` measures, how often, and where it writes the results."""
+
+    study: str = option("engine", "what to run: the main table of lstmkit.LSTM against torch.nn.LSTM (engine), "
+                                  "the study of separate, fused and hoisted gate products (fusion), "
+                                  "or structured weights against a dense nn.LSTM (structures)",
+                        choices=studies)
+    shapes: str = option("S,M,L,XL", "engine study: comma-separated subset of the shapes S, M, L, XL")
+    hidden: str = option("128,256,512,1024", "fusion study: comma-separated hidden sizes H (with I = H)")
+    batch: int = option(32, "fusion study: batch size B")
+    steps: int = option(64, "fusion study: sequence length T")
+    repeats: int = option(5, "timed runs per measurement; the median is reported")
+    warmup: int = option(1, "untimed runs before the timed ones")
+    threads: int = option(0, "torch threads; 0: every core this process may use")
+    tol: float = option(1e-4, "relative tolerance of the agreement gate on fp32 outputs and gradients")
+    seed: int = option(0, "seed for weights, inputs and packed lengths")
+    device: str = option("cpu", "device to run on", choices=("cpu", "cuda"))
+    quick: bool = option(False, "tiny shapes, 1 repeat, 1 thread: a smoke test for the test suite, not a measurement")
+    json: str = option("", "also write the results as JSON to this path")
+    plot: str = option("", "also write the PNG plot to this path")
+    out: str = option("", "folder DIR: write DIR/<study>.json and DIR/<study>.png and rewrite this study's "
+                          "section of BENCHMARKS.md (by default DIR/../BENCHMARKS.md)")
+    markdown: str = option("", "the BENCHMARKS.md that --out updates; empty: the one in DIR's parent")
+
+    def command(self) -> str:
+        """The `lstmkit bench` command line that reproduces this configuration (non-default flags only)."""
+        parts = ["lstmkit", "bench"]
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value != f.default:
+                flag = "--" + f.name.replace("_", "-")
+                parts += [flag] if value is True else [flag, str(value)]
+        return " ".join(parts)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config.add_arguments(parser, BenchConfig)
+
+
+def from_args(args: argparse.Namespace) -> BenchConfig:
+    return config.from_args(BenchConfig, args)

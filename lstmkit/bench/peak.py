@@ -1,0 +1,59 @@
+"""The machine's GEMM peak, measured: the best GFLOP/s of torch.mm and of oneDNN matmul over given shapes."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+
+from lstmkit.bench.timing import time_one
+
+
+def backends(device: torch.device | str) -> list[str]:
+    """The GEMM backends measurable on `device`: torch.mm everywhere, oneDNN on a CPU built with it."""
+    if torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available():
+        return ["torch.mm", "oneDNN"]
+    return ["torch.mm"]
+
+
+def _product(backend: str, M: int, K: int, N: int, device) -> Callable[[], object]:
+    """A call computing an (M, K) x (K, N) fp32 product with `backend`, on fresh random operands."""
+    a = torch.randn(M, K, device=device)  # (M, K)
+    b = torch.randn(N, K, device=device)  # (N, K): stored as nn.Linear and nn.LSTM store weights
+    if backend == "torch.mm":
+        bt = b.t()  # (K, N)
+        return lambda: torch.mm(a, bt)
+    if backend == "oneDNN":
+        am, bm = a.to_mkldnn(), b.to_mkldnn()
+        return lambda: torch._C._nn.mkldnn_linear(am, bm, None)
+    raise ValueError(f"unknown GEMM backend {backend!r}")
+
+
+def gemm_gflops(backend: str, M: int, K: int, N: int, repeats: int, warmup: int, device="cpu") -> float:
+    """GFLOP/s of one (M, K) x (K, N) product with `backend`, from the fastest of 4x `repeats` runs.
+
+    The fastest run is what the machine can do; on a shared machine the median hides it under other
+    processes' work. A product takes milliseconds, so the extra tries to find the machine undisturbed cost
+    little, and a rate measured low would make every "% of peak" above it wrong.
+    """
+    seconds = time_one(_product(backend, M, K, N, device), 4 * repeats, warmup, device).min
+    return 2 * M * K * N / seconds / 1e9
+
+
+def shape_key(M: int, K: int, N: int) -> str:
+    return f"{M}x{K}x{N}"
+
+
+def measure_peak(shapes: Iterable[tuple[int, int, int]], repeats: int, warmup: int, device="cpu") -> dict:
+    """GFLOP/s of every backend on every (M, K, N) shape; `peak` is the best of all of them.
+
+    Returns {"gflops": {backend: {"MxKxN": GFLOP/s}}, "best": {backend: GFLOP/s},
+             "peak": GFLOP/s, "peak_backend": str, "peak_shape": "MxKxN"}.
+    """
+    shapes = sorted(set(shapes))
+    gflops = {b: {shape_key(*s): gemm_gflops(b, *s, repeats, warmup, device) for s in shapes}
+              for b in backends(device)}
+    best = {b: max(rates.values()) for b, rates in gflops.items()}
+    peak_backend = max(best, key=best.get)
+    peak_shape = max(gflops[peak_backend], key=gflops[peak_backend].get)
+    return {"gflops": gflops, "best": best, "peak": best[peak_backend], "peak_backend": peak_backend,
+            "peak_shape": peak_shape}

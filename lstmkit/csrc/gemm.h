@@ -1,0 +1,115 @@
+// The per-step products of the time loop, C (rows, N) = A (rows, K) B (K, N), with B packed once per call
+// into column panels and a register-tile kernel that leaves each (rows x panel) tile in a small buffer for a
+// fused epilogue (the LSTM pointwise step) to consume while it is still in L1.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <utility>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
+namespace lstmkit {
+
+using at::vec::Vectorized;
+
+// at::empty, asking Linux to back the buffer with 2 MiB pages where it is large: a fresh multi-megabyte buffer
+// otherwise takes one page fault per 4 KiB on first write, which costs up to 15% of a training step here.
+inline at::Tensor empty_large(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  at::Tensor t = at::empty(sizes, options);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr()), end = begin + t.nbytes();
+  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1), last = end & ~(kHuge - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);  // advice only
+#endif
+  return t;
+}
+
+// Rows of A per register tile: 6 x 4 vector accumulators take 24 of AVX-512's 32 registers; with 16 (AVX2), 3 x 4.
+constexpr int kTileRows = sizeof(Vectorized<float>) == 64 ? 6 : 3;
+constexpr int kMaxVecs = 4;   // vectors of columns per panel
+
+// B (K, N) packed into `count` panels of `width` columns: B[k][p * width + u] sits at panel(p)[k * width + u],
+// zero past N, so the kernel streams one panel row per k with aligned full-vector loads.
+template <typename T>
+struct Panels {
+  at::Tensor storage;  // allocated through PyTorch, so memory profilers see it
+  const T* data = nullptr;
+  int64_t K = 0, width = 0, count = 0;
+  const T* panel(int64_t p) const { return data + p * K * width; }
+};
+
+// Packs `count` panels of `width` columns over K rows; value(p, k, u) is B[k][p * width + u] (0 past N).
+template <typename T, typename Value>
+Panels<T> pack(int64_t K, int64_t width, int64_t count, const at::TensorOptions& options, const Value& value) {
+  at::Tensor storage = empty_large({count * K * width}, options);
+  T* data = storage.template data_ptr<T>();
+  at::parallel_for(0, count, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p)
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t u = 0; u < width; ++u) data[(p * K + k) * width + u] = value(p, k, u);
+  });
+  return {storage, data, K, width, count};
+}
+
+// tile (MR, NV * L) (+)= sum over k of a[m][k] * panel[k][:], with a[m] the MR row pointers of A.
+template <typename T, int MR, int NV>
+void tile_kernel(int64_t K, const T* const* a, const T* panel, T* tile, bool accumulate) {
+  using V = Vectorized<T>;
+  constexpr int L = V::size(), W = NV * L;
+  V acc[MR][NV];
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) acc[m][n] = accumulate ? V::loadu(tile + m * W + n * L) : V(T(0));
+  for (int64_t k = 0; k < K; ++k, panel += W) {
+    V b[NV];
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) b[n] = V::loadu(panel + n * L);
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+      const V am(a[m][k]);
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) acc[m][n] = at::vec::fmadd(am, b[n], acc[m][n]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) acc[m][n].store(tile + m * W + n * L);
+}
+
+template <typename T>
+using TileKernel = void (*)(int64_t, const T* const*, const T*, T*, bool);
+
+template <typename T, int NV, int... MR>
+constexpr TileKernel<T> kernel_for(int rows, std::integer_sequence<int, MR...>) {
+  constexpr TileKernel<T> table[] = {tile_kernel<T, MR + 1, NV>...};
+  return table[rows - 1];
+}
+
+// The kernel for a tile of `rows` (1..kTileRows) rows and `vecs` (1, 2 or 4) vectors of columns.
+template <typename T>
+TileKernel<T> kernel(int rows, int vecs) {
+  constexpr auto mr = std::make_integer_sequence<int, kTileRows>{};
+  switch (vecs) {
+    case 1: return kernel_for<T, 1>(rows, mr);
+    case 2: return kernel_for<T, 2>(rows, mr);
+    default: return kernel_for<T, 4>(rows, mr);
+  }
+}
+
+// `rows` split into the fewest tiles of at most kTileRows rows, as even as possible.
+struct RowTiles {
+  int64_t rows, count;
+  explicit RowTiles(int64_t rows) : rows(rows), count((rows + kTileRows - 1) / kTileRows) {}
+  int64_t begin(int64_t i) const { return i * (rows / count) + std::min(i, rows % count); }
+};
+
+}  // namespace lstmkit

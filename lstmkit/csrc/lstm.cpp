@@ -1,0 +1,491 @@
+// The native engine: the whole time loop of one LSTM layer and direction, forward and hand-written backward,
+// for dense weights on the CPU. Same math and packed layout as lstmkit/engine/bptt.py (gate order i, f, g, o;
+// peephole rows w_ci, w_cf, w_co; projection r_t = W_hr h_t), run by one team of threads per call (team.h):
+// a step is a phase of items, one per panel of hidden units; an item forms W_ih x_t + W_hh h_{t-1} for its
+// units with a register-tile kernel (gemm.h) and runs the pointwise step on the tile while it is in L1.
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+#include "activations.h"
+#include "gemm.h"
+#include "team.h"
+
+namespace lstmkit {
+
+// The packed layout in the order the forward pass walks it (see lstmkit/engine/schedule.py): step s covers
+// rows [start[s], start[s] + rows[s]) and its rows are the first rows[s] sequences of the batch.
+struct Steps {
+  std::vector<int64_t> start, rows;
+  int64_t total = 0;  // N, all rows
+
+  Steps(const std::vector<int64_t>& batch_sizes, bool reverse) {
+    TORCH_CHECK(!batch_sizes.empty(), "batch_sizes must not be empty");
+    int64_t offset = 0;
+    for (int64_t n : batch_sizes) {
+      TORCH_CHECK(n > 0 && (rows.empty() || n <= rows.back()), "batch_sizes must be positive and non-increasing");
+      start.push_back(offset);
+      rows.push_back(n);
+      offset += n;
+    }
+    total = offset;
+    if (reverse) {
+      std::reverse(start.begin(), start.end());
+      std::reverse(rows.begin(), rows.end());
+    }
+  }
+
+  int64_t count() const { return static_cast<int64_t>(rows.size()); }
+  int64_t rows_at(int64_t s) const { return s < 0 || s >= count() ? 0 : rows[s]; }
+  bool uniform() const { return rows.front() == rows.back(); }  // a padded batch
+
+  // Row b's state entering step s, `width` wide: the previous step's row b of `seq` (N, width) if the
+  // sequence was running there, else its initial state, row b of `init` (B, width).
+  template <typename T>
+  const T* prev(int64_t s, int64_t b, const T* seq, const T* init, int64_t width) const {
+    return b < rows_at(s - 1) ? seq + (start[s - 1] + b) * width : init + b * width;
+  }
+};
+
+// Vectors per panel for an N-column product: the widest panel (fewest broadcasts per FMA) that still gives
+// every thread a panel.
+inline int panel_vecs(int64_t N, int64_t L, int threads) {
+  for (int vecs : {4, 2})
+    if ((N + vecs * L - 1) / (vecs * L) >= threads) return vecs;
+  return 1;
+}
+
+// B (K, N) = src read through (k, n) strides, packed in panels of `vecs` vectors.
+template <typename T>
+Panels<T> pack_strided(const at::Tensor& src, int64_t K, int64_t N, int64_t k_stride, int64_t n_stride, int vecs) {
+  const int64_t width = vecs * Vectorized<T>::size();
+  const T* w = src.data_ptr<T>();
+  return pack<T>(K, width, (N + width - 1) / width, src.options(), [&](int64_t p, int64_t k, int64_t u) {
+    const int64_t n = p * width + u;
+    return n < N ? w[k * k_stride + n * n_stride] : T(0);
+  });
+}
+
+// W (4H, K) packed as W^T (K, 4H) in panels of L hidden units, each holding their i, f, g, o columns
+// (panel j, column g * L + v: row g * H + j * L + v of W), so one tile yields all four gates of L units.
+template <typename T>
+Panels<T> pack_gates(const at::Tensor& w, int64_t H) {
+  constexpr int64_t L = Vectorized<T>::size();
+  const int64_t K = w.size(1);
+  const T* src = w.data_ptr<T>();
+  return pack<T>(K, 4 * L, (H + L - 1) / L, w.options(), [&](int64_t j, int64_t k, int64_t u) {
+    const int64_t unit = j * L + u % L;
+    return unit < H ? src[(u / L * H + unit) * K + k] : T(0);
+  });
+}
+
+template <typename T>
+struct Forward {
+  using V = Vectorized<T>;
+  static constexpr int L = V::size();
+
+  const T *x;     // (N, I) inputs; without `input` panels, the input product W_ih x already done, (N, 4H)
+  const T *bias;  // (4H) or null
+  const T *h0, *c0, *peep;  // peep (3, H) or null
+  T *out, *h_n, *c_n;       // (N, P), (B, P), (B, H)
+  T *acts, *cells;          // (N, 4H) activated gates and (N, H) c_t, saved for backward; null in inference
+  T *c_state;               // (B, H) running c_t in inference, updated in place (one item per unit per step)
+  T *h_full;                // (B, H) h_t before the projection, with one
+  int64_t I, H, P;
+  Steps steps;
+  Panels<T> input;       // W_ih^T (I, 4H) as pack_gates lays it out, or none
+  Panels<T> recurrent;   // W_hh^T (P, 4H) likewise
+  Panels<T> projection;  // W_hr^T (H, P)
+
+  void pointwise(int64_t s, int64_t b, int64_t u0, int n, const T* tile) const {
+    using A = Act<T>;
+    const int64_t row = steps.start[s] + b;
+    const bool ends = b >= steps.rows_at(s + 1);
+    const auto pre_activation = [&](int g) {  // a_g = W_ih x_t + W_hh h_{t-1} + b
+      V a = V::loadu(tile + g * L);
+      if (!input.count) a = a + V::loadu(x + row * 4 * H + g * H + u0, n);
+      if (bias) a = a + V::loadu(bias + g * H + u0, n);
+      return a;
+    };
+    const T* cp = acts ? steps.prev(s, b, cells, c0, H) + u0 : c_state + b * H + u0;
+    T* c_out = (acts ? cells + row * H : c_state + b * H) + u0;
+    V a_i = pre_activation(0), a_f = pre_activation(1), a_o = pre_activation(3);
+    const V c_prev = V::loadu(cp, n);
+    if (peep) {
+      a_i = at::vec::fmadd(V::loadu(peep + u0, n), c_prev, a_i);
+      a_f = at::vec::fmadd(V::loadu(peep + H + u0, n), c_prev, a_f);
+    }
+    const V i = A::sigmoid(a_i), f = A::sigmoid(a_f), g = A::tanh(pre_activation(2));
+    const V c = at::vec::fmadd(f, c_prev, i * g);  // c_t = f ⊙ c_{t-1} + i ⊙ g
+    if (peep) a_o = at::vec::fmadd(V::loadu(peep + 2 * H + u0, n), c, a_o);  // the output gate looks at c_t
+    const V o = A::sigmoid(a_o);
+    const V h = o * A::tanh(c);  // h_t = o ⊙ tanh(c_t)
+    c.store(c_out, n);
+    if (ends) c.store(c_n + b * H + u0, n);
+    if (h_full) {
+      h.store(h_full + b * H + u0, n);
+    } else {
+      h.store(out + row * P + u0, n);
+      if (ends) h.store(h_n + b * P + u0, n);
+    }
+    if (acts) {
+      T* a = acts + row * 4 * H + u0;
+      i.store(a, n);
+      f.store(a + H, n);
+      g.store(a + 2 * H, n);
+      o.store(a + 3 * H, n);
+    }
+  }
+
+  // gates = W_ih x_t + W_hh h_{t-1} for the L hidden units of panel j, then the pointwise step on each tile.
+  void gates(int64_t s, int64_t j) const {
+    alignas(64) T tile[kTileRows * 4 * L];
+    const T* a[kTileRows];
+    const RowTiles tiles(steps.rows[s]);
+    const int64_t u0 = j * L;
+    const int n = static_cast<int>(std::min<int64_t>(L, H - u0));
+    for (int64_t t = 0; t < tiles.count; ++t) {
+      const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1);
+      if (input.count) {
+        for (int64_t b = b0; b < b1; ++b) a[b - b0] = x + (steps.start[s] + b) * I;
+        kernel<T>(b1 - b0, 4)(I, a, input.panel(j), tile, false);
+      }
+      for (int64_t b = b0; b < b1; ++b) a[b - b0] = steps.prev(s, b, out, h0, P);
+      kernel<T>(b1 - b0, 4)(P, a, recurrent.panel(j), tile, input.count > 0);
+      for (int64_t b = b0; b < b1; ++b) pointwise(s, b, u0, n, tile + (b - b0) * 4 * L);
+    }
+  }
+
+  // r_t = W_hr h_t for the output columns of panel q.
+  void project(int64_t s, int64_t q) const {
+    alignas(64) T tile[kTileRows * kMaxVecs * L];
+    const T* a[kTileRows];
+    const RowTiles tiles(steps.rows[s]);
+    const int64_t width = projection.width, col = q * width, n = std::min(width, P - col);
+    for (int64_t t = 0; t < tiles.count; ++t) {
+      const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1);
+      for (int64_t b = b0; b < b1; ++b) a[b - b0] = h_full + b * H;
+      kernel<T>(b1 - b0, width / L)(H, a, projection.panel(q), tile, false);
+      for (int64_t b = b0; b < b1; ++b) {
+        const T* r = tile + (b - b0) * width;
+        std::copy_n(r, n, out + (steps.start[s] + b) * P + col);
+        if (b >= steps.rows_at(s + 1)) std::copy_n(r, n, h_n + b * P + col);
+      }
+    }
+  }
+
+  void run() const {  // per step: the gates of every hidden unit, then (with one) the projection
+    const int64_t phases_per_step = h_full ? 2 : 1;
+    std::vector<int64_t> counts;
+    for (int64_t s = 0; s < steps.count(); ++s) {
+      counts.push_back(recurrent.count);
+      if (h_full) counts.push_back(projection.count);
+    }
+    run_phases(counts, team_size(std::max(recurrent.count, projection.count)), [&](int64_t phase, int64_t i) {
+      const int64_t s = phase / phases_per_step;
+      phase % phases_per_step ? project(s, i) : gates(s, i);
+    });
+  }
+};
+
+template <typename T>
+struct Backward {
+  using V = Vectorized<T>;
+  static constexpr int L = V::size();
+
+  const T *cells, *out, *h0, *c0, *peep, *d_out;  // saved by the forward; d_out (N, P)
+  T *gates;        // (N, 4H): the activated gates saved by the forward, overwritten row by row with dL/dgates
+  T *dx;           // (N, I) dL/dx with W_ih in the loop; else null
+  T *dh_next;      // (B, P): dL/dh_t (dL/dr_t with projection) from the step after t; ends as dL/dh0
+  T *dc;           // (B, H): dL/dc_t from the step after t; ends as dL/dc0
+  T *d_peep;       // (3, H) or null
+  T *d_bias;       // (4H) or null
+  T *d_out_total;  // (N, P) dL/dr_t from both the output and step t+1, kept for dW_hr; with projection only
+  T *h_full;       // (N, H) h_t = o ⊙ tanh(c_t) recomputed for dW_hr; with projection only
+  int64_t I, H, P;
+  Steps steps;
+  Panels<T> recurrent_panels;  // W_hh (4H, P)
+  Panels<T> input;             // W_ih (4H, I), when dL/dx is asked for
+  Panels<T> projection;        // W_hr (P, H)
+
+  // dL/dgates of step s, row b, hidden units [u0, u0 + n), from dL/dh_t = dh (+ dh_extra) and dL/dc_t in dc.
+  void pointwise(int64_t s, int64_t b, int64_t u0, int64_t n, const T* dh, const T* dh_extra) const {
+    using A = Act<T>;
+    const int64_t row = steps.start[s] + b;
+    const T* a = gates + row * 4 * H + u0;
+    const T* cr = cells + row * H + u0;
+    const T* cpr = steps.prev(s, b, cells, c0, H) + u0;
+    T* dg = gates + row * 4 * H + u0;  // each vector's gates are read before its dL/dgates is written
+    T* dcr = dc + b * H + u0;
+    const auto add_to = [](T* sum, V v, int m) { (V::loadu(sum, m) + v).store(sum, m); };  // units owned: no race
+    for (int64_t v = 0; v < n; v += L) {
+      const int m = static_cast<int>(std::min<int64_t>(L, n - v));
+      const V i = V::loadu(a + v, m), f = V::loadu(a + H + v, m), g = V::loadu(a + 2 * H + v, m),
+              o = V::loadu(a + 3 * H + v, m);
+      const V c = V::loadu(cr + v, m), c_prev = V::loadu(cpr + v, m);
+      V d_h = V::loadu(dh + v, m);
+      if (dh_extra) d_h = d_h + V::loadu(dh_extra + v, m);
+      const V one(T(1)), tanh_c = A::tanh(c);
+      const V da_o = d_h * tanh_c * o * (one - o);                          // h = o ⊙ tanh(c), σ' = σ(1 - σ)
+      V d_c = V::loadu(dcr + v, m) + d_h * o * (one - tanh_c * tanh_c);      // tanh' = 1 - tanh²
+      if (peep) d_c = d_c + da_o * V::loadu(peep + 2 * H + u0 + v, m);      // a_o += w_co ⊙ c_t
+      const V da_i = d_c * g * i * (one - i);                               // c = f ⊙ c_prev + i ⊙ g
+      const V da_f = d_c * c_prev * f * (one - f);
+      const V da_g = d_c * i * (one - g * g);
+      V dc_prev = d_c * f;
+      if (peep)  // a_i += w_ci ⊙ c_prev, a_f += w_cf ⊙ c_prev
+        dc_prev = dc_prev + da_i * V::loadu(peep + u0 + v, m) + da_f * V::loadu(peep + H + u0 + v, m);
+      if (d_peep) {
+        add_to(d_peep + u0 + v, da_i * c_prev, m);
+        add_to(d_peep + H + u0 + v, da_f * c_prev, m);
+        add_to(d_peep + 2 * H + u0 + v, da_o * c, m);
+      }
+      const V da[4] = {da_i, da_f, da_g, da_o};
+      for (int gate = 0; gate < 4; ++gate) {
+        da[gate].store(dg + gate * H + v, m);
+        if (d_bias) add_to(d_bias + gate * H + u0 + v, da[gate], m);  // dL/db = sum over rows of dL/da
+      }
+      dc_prev.store(dcr + v, m);
+      if (h_full) (o * tanh_c).store(h_full + row * H + u0 + v, m);
+    }
+  }
+
+  // Rows [b0, b1) of dG_k times panel p of w, its first n columns into `dst` (row b0), rows `ld` apart.
+  void gate_product(int64_t k, const Panels<T>& w, int64_t p, int64_t b0, int64_t b1, T* dst, int64_t ld,
+                    int64_t n, T* tile) const {
+    const T* a[kTileRows];
+    for (int64_t b = b0; b < b1; ++b) a[b - b0] = gates + (steps.start[k] + b) * 4 * H;
+    kernel<T>(b1 - b0, w.width / L)(4 * H, a, w.panel(p), tile, false);
+    for (int64_t b = b0; b < b1; ++b) std::copy_n(tile + (b - b0) * w.width, n, dst + (b - b0) * ld);
+  }
+
+  // Panel p of dL/dh_{t-1} = W_hh^T dG_t for step k's rows (none when k is past the end), then for step k - 1's
+  // rows the pointwise backward (no projection: these columns are hidden units) or dL/dr = d_out + dL/dh.
+  void recurrent(int64_t k, int64_t p) const {
+    alignas(64) T tile[kTileRows * kMaxVecs * L];
+    const int64_t gemm_rows = steps.rows_at(k), next = k - 1, next_rows = steps.rows_at(next);
+    const RowTiles tiles(std::max(gemm_rows, next_rows));
+    const int64_t width = recurrent_panels.width, col = p * width, n = std::min(width, P - col);
+    for (int64_t t = 0; t < tiles.count; ++t) {
+      const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1), g1 = std::min(b1, gemm_rows);
+      if (g1 > b0) gate_product(k, recurrent_panels, p, b0, g1, dh_next + b0 * P + col, P, n, tile);
+      for (int64_t b = b0; b < std::min(b1, next_rows); ++b) {
+        const int64_t row = steps.start[next] + b;
+        const T* d_o = d_out + row * P + col;
+        const T* d_r = dh_next + b * P + col;
+        if (!d_out_total) {
+          pointwise(next, b, col, n, d_o, d_r);
+          continue;
+        }
+        T* total = d_out_total + row * P + col;
+        for (int64_t v = 0; v < n; v += L) {
+          const int m = static_cast<int>(std::min<int64_t>(L, n - v));
+          (V::loadu(d_o + v, m) + V::loadu(d_r + v, m)).store(total + v, m);
+        }
+      }
+    }
+  }
+
+  // Panel q of dL/dx_t = W_ih^T dG_t for step k's rows.
+  void input_grad(int64_t k, int64_t q) const {
+    alignas(64) T tile[kTileRows * kMaxVecs * L];
+    const RowTiles tiles(steps.rows[k]);
+    const int64_t col = q * input.width, n = std::min(input.width, I - col);
+    for (int64_t t = 0; t < tiles.count; ++t) {
+      const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1);
+      gate_product(k, input, q, b0, b1, dx + (steps.start[k] + b0) * I + col, I, n, tile);
+    }
+  }
+
+  // With projection: panel p of dL/dh_t = W_hr^T dL/dr_t for step s, then its pointwise backward.
+  void project(int64_t s, int64_t p) const {
+    alignas(64) T tile[kTileRows * kMaxVecs * L];
+    const T* a[kTileRows];
+    const RowTiles tiles(steps.rows[s]);
+    const int64_t width = projection.width, u0 = p * width, n = std::min(width, H - u0);
+    for (int64_t t = 0; t < tiles.count; ++t) {
+      const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1);
+      for (int64_t b = b0; b < b1; ++b) a[b - b0] = d_out_total + (steps.start[s] + b) * P;
+      kernel<T>(b1 - b0, width / L)(P, a, projection.panel(p), tile, false);
+      for (int64_t b = b0; b < b1; ++b) pointwise(s, b, u0, n, tile + (b - b0) * width, nullptr);
+    }
+  }
+
+  void run() const {  // k from past the end down to 0: the products of step k with the pointwise of step k - 1
+    struct Phase {
+      int64_t k;
+      bool projection;  // the projection and pointwise of step k - 1
+    };
+    std::vector<Phase> phases;
+    std::vector<int64_t> counts;
+    for (int64_t k = steps.count(); k >= 0; --k) {
+      phases.push_back({k, false});
+      counts.push_back(recurrent_panels.count + (k < steps.count() ? input.count : 0));
+      if (d_out_total && k > 0) {
+        phases.push_back({k, true});
+        counts.push_back(projection.count);
+      }
+    }
+    const int64_t most = std::max(recurrent_panels.count + input.count, projection.count);
+    run_phases(counts, team_size(most), [&](int64_t phase, int64_t i) {
+      const auto [k, projection_phase] = phases[phase];
+      if (projection_phase) {
+        project(k - 1, i);
+      } else if (i < recurrent_panels.count) {
+        recurrent(k, i);
+      } else {
+        input_grad(k, i - recurrent_panels.count);
+      }
+    });
+  }
+};
+
+template <typename T>
+T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+template <typename T>
+const T* ptr_or_null(const std::optional<at::Tensor>& t) {
+  return t ? t->data_ptr<T>() : nullptr;
+}
+
+void check(const at::Tensor& t, const char* name, const at::Tensor& like) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == like.scalar_type() && t.is_contiguous(), name,
+              " must be a contiguous CPU tensor of dtype ", like.scalar_type());
+}
+
+void check(const std::optional<at::Tensor>& t, const char* name, const at::Tensor& like) {
+  if (t) check(*t, name, like);
+}
+
+// x (N, I) with weight_ih (4H, I), or the input product already done, x (N, 4H), without. Returns
+// [out (N, P), h_n (B, P), c_n (B, H), and when training the activated gates (N, 4H) and cells c_t (N, H)].
+std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
+                                const std::optional<at::Tensor>& bias, const at::Tensor& h0, const at::Tensor& c0,
+                                const at::Tensor& w_hh, const std::optional<at::Tensor>& peephole,
+                                const std::optional<at::Tensor>& w_hr, const std::vector<int64_t>& batch_sizes,
+                                bool reverse, bool training) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "the native engine runs float32 and float64");
+  for (auto [t, name] : {std::pair{x, "x"}, {h0, "h0"}, {c0, "c0"}, {w_hh, "weight_hh"}}) check(t, name, x);
+  check(w_ih, "weight_ih", x), check(bias, "bias", x), check(peephole, "peephole", x), check(w_hr, "weight_hr", x);
+  const int64_t N = x.size(0), I = x.size(1), H = w_hh.size(0) / 4, B = h0.size(0), P = h0.size(1);
+  const Steps steps(batch_sizes, reverse);
+  TORCH_CHECK(batch_sizes[0] == B && steps.total == N, "batch_sizes do not match the rows of x and h0");
+  TORCH_CHECK(w_ih ? w_ih->size(0) == 4 * H && w_ih->size(1) == I : I == 4 * H,
+              "x must be (N, I) with weight_ih (4H, I), or (N, 4H) without");
+  TORCH_CHECK(w_hh.size(1) == P && c0.size(0) == B && c0.size(1) == H && (!w_hr || w_hr->size(0) == P),
+              "weight_hh (4H, P), weight_hr (P, H), h0 (B, P) and c0 (B, H) do not fit together");
+  const auto opt = x.options();
+  at::Tensor out = empty_large({N, P}, opt), h_n = at::empty({B, P}, opt), c_n = at::empty({B, H}, opt);
+  at::Tensor acts, cells, c_state;
+  if (training) {
+    acts = empty_large({N, 4 * H}, opt);
+    cells = empty_large({N, H}, opt);
+  } else {
+    c_state = c0.clone();
+  }
+  const at::Tensor h_full = w_hr ? at::empty({B, H}, opt) : at::Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkit_forward", [&] {
+    constexpr int64_t L = Vectorized<scalar_t>::size();
+    Forward<scalar_t> f{x.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias), h0.data_ptr<scalar_t>(),
+                        c0.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(peephole), out.data_ptr<scalar_t>(),
+                        h_n.data_ptr<scalar_t>(), c_n.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(acts),
+                        ptr_or_null<scalar_t>(cells), ptr_or_null<scalar_t>(c_state), ptr_or_null<scalar_t>(h_full),
+                        I, H, P, steps, {}, pack_gates<scalar_t>(w_hh, H), {}};
+    if (w_ih) f.input = pack_gates<scalar_t>(*w_ih, H);
+    if (w_hr) f.projection = pack_strided<scalar_t>(*w_hr, H, P, 1, H, panel_vecs(P, L, team_size(P)));
+    f.run();
+  });
+  return {out, h_n, c_n, acts, cells};
+}
+
+// dW_hh = sum over steps of dG_s^T h_prev_s, as one product over all rows.
+at::Tensor recurrent_weight_grad(const at::Tensor& d_gates, const at::Tensor& out, const at::Tensor& h0,
+                                 const Steps& steps) {
+  const int64_t N = d_gates.size(0), P = out.size(1);
+  if (steps.uniform()) {  // a padded batch: h_prev is the output B rows earlier in the walk (h0 for the first step)
+    const int64_t B = steps.rows[0], first = steps.start[0];
+    at::Tensor grad = at::mm(d_gates.narrow(0, first, B).t(), h0);
+    if (N > B) {
+      const bool reverse = first != 0;
+      grad.addmm_(d_gates.narrow(0, reverse ? 0 : B, N - B).t(), out.narrow(0, reverse ? B : 0, N - B));
+    }
+    return grad;
+  }
+  at::Tensor h_prev = empty_large({N, P}, out.options());  // (N, P): gathered, since packed steps don't line up
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "lstmkit_h_prev", [&] {
+    at::parallel_for(0, steps.count(), 1, [&](int64_t s0, int64_t s1) {
+      for (int64_t s = s0; s < s1; ++s)
+        for (int64_t b = 0; b < steps.rows[s]; ++b)
+          std::memcpy(h_prev.data_ptr<scalar_t>() + (steps.start[s] + b) * P,
+                      steps.prev(s, b, out.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), P), P * sizeof(scalar_t));
+    });
+  });
+  return at::mm(d_gates.t(), h_prev);
+}
+
+// The gradients of `forward`'s loss through its outputs, for [x, h0, c0, peephole, bias, weight_ih, weight_hh,
+// weight_hr] where `needs` asks (h0 and c0 always come): None for those not asked or absent. The loop writes
+// dL/dgates over `acts` (consuming them: no second (N, 4H) buffer) and forms dL/dx = W_ih^T dG step by step;
+// the weight gradients follow it, one product over all rows each, every buffer dropped after its last use.
+std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
+                                 const at::Tensor& acts, const at::Tensor& cells, const at::Tensor& out,
+                                 const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
+                                 const std::optional<at::Tensor>& bias, const at::Tensor& h0, const at::Tensor& c0,
+                                 const at::Tensor& w_hh, const std::optional<at::Tensor>& peephole,
+                                 const std::optional<at::Tensor>& w_hr, const std::vector<int64_t>& batch_sizes,
+                                 bool reverse, const std::vector<bool>& needs) {
+  for (auto [t, name] : {std::pair{d_out, "d_out"}, {d_h_n, "d_h_n"}, {d_c_n, "d_c_n"}, {cells, "cells"},
+                         {out, "out"}, {x, "x"}, {h0, "h0"}, {c0, "c0"}, {w_hh, "weight_hh"}})
+    check(t, name, acts);
+  check(w_ih, "weight_ih", acts), check(peephole, "peephole", acts), check(w_hr, "weight_hr", acts);
+  TORCH_CHECK(needs.size() == 8, "needs: one flag per gradient");
+  const int64_t N = acts.size(0), I = x.size(1), H = acts.size(1) / 4, P = h0.size(1);
+  const Steps steps(batch_sizes, reverse);
+  const auto opt = acts.options();
+  const at::Tensor& d_gates = acts;
+  const at::Tensor dx = w_ih && needs[0] ? empty_large({N, I}, opt) : at::Tensor();
+  at::Tensor dh_next = d_h_n.clone(), dc = d_c_n.clone();
+  const at::Tensor d_peep = peephole && needs[3] ? at::zeros({3, H}, opt) : at::Tensor();
+  const at::Tensor d_bias = bias && needs[4] ? at::zeros({4 * H}, opt) : at::Tensor();
+  at::Tensor d_out_total = w_hr ? empty_large({N, P}, opt) : at::Tensor();
+  at::Tensor h_full = w_hr ? empty_large({N, H}, opt) : at::Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstmkit_backward", [&] {
+    constexpr int64_t L = Vectorized<scalar_t>::size();
+    const int threads = team_size(4 * H);
+    Backward<scalar_t> bw{cells.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(),
+                          c0.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(peephole), d_out.data_ptr<scalar_t>(),
+                          acts.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(dx), dh_next.data_ptr<scalar_t>(),
+                          dc.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(d_peep), ptr_or_null<scalar_t>(d_bias),
+                          ptr_or_null<scalar_t>(d_out_total), ptr_or_null<scalar_t>(h_full), I, H, P, steps,
+                          pack_strided<scalar_t>(w_hh, 4 * H, P, P, 1, panel_vecs(P, L, threads)), {}, {}};
+    if (dx.defined()) bw.input = pack_strided<scalar_t>(*w_ih, 4 * H, I, I, 1, panel_vecs(I, L, threads));
+    if (w_hr) bw.projection = pack_strided<scalar_t>(*w_hr, P, H, H, 1, panel_vecs(H, L, threads));
+    bw.run();
+  });
+
+  at::Tensor d_w_ih, d_w_hh, d_w_hr;
+  if (w_hr && needs[7]) d_w_hr = at::mm(d_out_total.t(), h_full);  // dW_hr = sum_t dr_t^T h_t
+  d_out_total.reset(), h_full.reset();
+  if (needs[6]) d_w_hh = recurrent_weight_grad(d_gates, out, h0, steps);
+  if (w_ih && needs[5]) d_w_ih = at::mm(d_gates.t(), x);  // dW_ih = sum_t dG_t^T x_t
+  return {w_ih ? dx : d_gates, dh_next, dc, d_peep, d_bias, d_w_ih, d_w_hh, d_w_hr};
+}
+
+}  // namespace lstmkit
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "lstmkit's native LSTM time loop (see lstmkit/engine/native.py)";
+  m.def("forward", &lstmkit::forward, "forward(x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr, "
+        "batch_sizes, reverse, training) -> [out, h_n, c_n, acts, cells]");
+  m.def("backward", &lstmkit::backward, "backward(d_out, d_h_n, d_c_n, acts (consumed), cells, out, x, weight_ih, "
+        "bias, h0, c0, weight_hh, peephole, weight_hr, batch_sizes, reverse, needs) -> [d_x, d_h0, d_c0, "
+        "d_peephole, d_bias, d_weight_ih, d_weight_hh, d_weight_hr]");
+}

@@ -1,0 +1,164 @@
+"""The native engine: the whole time loop of one layer and direction in C++ (lstmkit/csrc), for dense weights on CPU.
+
+The extension is compiled on first use by torch.utils.cpp_extension (needs a C++ compiler and ninja), for the
+vector instruction set PyTorch itself uses on this CPU, and cached in torch's extensions directory under a name
+that changes with the sources and the torch and Python versions. If it cannot be built, one warning says why and
+"auto" runs the PyTorch fused path; LSTMKIT_NO_NATIVE=1 turns it off without trying.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from lstmkit import maps
+from lstmkit.engine.bptt import fused_layer
+from lstmkit.maps import Map
+
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+
+# compiler flags per torch.backends.cpu.get_cpu_capability(); any other capability builds the portable code
+ISA_FLAGS = {
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"],
+    "AVX2": ["-mavx2", "-mfma"],
+}
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """Holds an exclusive lock on `path` that the OS drops if this process dies; yields whether it could."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield False
+        return
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield True
+
+
+@functools.cache
+def _build():
+    """Compile (or load the cached build of) the extension; None, after one warning, if that fails."""
+    from torch.utils import cpp_extension
+
+    isa = torch.backends.cpu.get_cpu_capability()
+    isa = isa if isa in ISA_FLAGS else "DEFAULT"
+    files = sorted(CSRC.glob("*.cpp")) + sorted(CSRC.glob("*.h"))
+    versions = f"{torch.__version__} {sys.version_info[:2]}".encode()
+    digest = hashlib.sha256(b"".join([versions, *(f.read_bytes() for f in files)])).hexdigest()[:12]
+    name = f"lstmkit_native_{isa.lower()}_{digest}"
+    flags = ["-O3", f"-DCPU_CAPABILITY={isa}", *ISA_FLAGS.get(isa, [])]
+    if isa in ISA_FLAGS:
+        flags.append(f"-DCPU_CAPABILITY_{isa}")
+    try:
+        build_dir = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()) / name
+        build_dir.mkdir(parents=True, exist_ok=True)
+        with _exclusive(build_dir / "lstmkit.lock") as exclusive:
+            if exclusive:  # torch's own lock file outlives a killed build (Ctrl-C on first use) and would make
+                (build_dir / "lock").unlink(missing_ok=True)  # every later process wait for it forever
+            return cpp_extension.load(name=name, sources=[str(f) for f in files if f.suffix == ".cpp"],
+                                      extra_cflags=flags, build_directory=str(build_dir))
+    except Exception as e:  # no compiler or ninja, or a failed build: the fused path still runs
+        warnings.warn(f"lstmkit: the native engine could not be built ({type(e).__name__}: {e}); "
+                      "running the PyTorch fused path instead", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def extension():
+    """The compiled extension, or None when LSTMKIT_NO_NATIVE=1 or it could not be built."""
+    if os.environ.get("LSTMKIT_NO_NATIVE", "0") not in ("", "0"):
+        return None
+    return _build()
+
+
+def available() -> bool:
+    return extension() is not None
+
+
+def supports(x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Map, weight_hh: Map, bias: Tensor | None = None,
+             peephole: Tensor | None = None, weight_hr: Map | None = None) -> bool:
+    """Whether the native loop runs these inputs: CPU float32/float64, dense (plain tensor) W_hh and W_hr.
+    A structured W_ih is fine: its product is then computed before the loop."""
+    loop = [x, h0, c0, weight_hh, *(t for t in (bias, peephole, weight_hr) if t is not None)]
+    if isinstance(weight_ih, Tensor):
+        loop.append(weight_ih)
+    return (x.dtype in (torch.float32, torch.float64)
+            and all(isinstance(t, Tensor) and t.device.type == "cpu" and t.dtype == x.dtype for t in loop))
+
+
+def _contiguous(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.contiguous()
+
+
+class NativeRecurrence(torch.autograd.Function):
+    """`Recurrence` (lstmkit/engine/bptt.py) with both loops in C++, and the input product inside the loop.
+
+    apply(cfg, x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr) -> (out, h_n, c_n), cfg = (batch_sizes,
+    reverse): x (N, I) with a dense weight_ih (4H, I); or, with weight_ih None, x is Recurrence's gates_x (N, 4H).
+    Inside the loop, W_ih x_t joins W_hh h_{t-1} in one register tile: no (N, 4H) buffer and no separate GEMM.
+    Saves the activated gates and c_t of every row; h_{t-1} and c_{t-1} are read back from the output, the saved
+    cells and (h0, c0) rather than stored twice. Backward writes dL/dgates over the saved gates (no second
+    (N, 4H) buffer); a second backward through the same graph (retain_graph=True) recomputes them first.
+    """
+
+    @staticmethod
+    def forward(ctx, cfg, x: Tensor, h0: Tensor, c0: Tensor, peephole: Tensor | None, bias: Tensor | None,
+                weight_ih: Tensor | None, weight_hh: Tensor, weight_hr: Tensor | None):
+        loop = [_contiguous(t) for t in (x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr)]
+        out, h_n, c_n, acts, cells = extension().forward(*loop, *cfg, True)
+        ctx.cfg, ctx.consumed = cfg, False
+        ctx.save_for_backward(acts, cells, out, *loop)
+        return out, h_n, c_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out: Tensor, d_h_n: Tensor, d_c_n: Tensor):
+        acts, cells, out, *loop = ctx.saved_tensors
+        if ctx.consumed:  # an earlier backward wrote over the saved gates: run the forward again for them
+            acts = extension().forward(*loop, *ctx.cfg, True)[3]
+        ctx.consumed = True
+        needs = list(ctx.needs_input_grad[1:])  # x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr
+        grads = extension().backward(d_out.contiguous(), d_h_n.contiguous(), d_c_n.contiguous(), acts, cells, out,
+                                     *loop, *ctx.cfg, needs)
+        return None, *(g if need else None for g, need in zip(grads, needs))
+
+
+def native_layer(x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Tensor, weight_ih: Map, weight_hh: Map,
+                 bias: Tensor | None = None, peephole: Tensor | None = None, weight_hr: Map | None = None,
+                 reverse: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """`fused_layer`'s contract, x (N, I) -> out (N, P), h_n (B, P), c_n (B, H), run by the native loop.
+    Raises where that can't run (see `available` and `supports`); impl="auto" falls back instead."""
+    ext = extension()
+    if ext is None:
+        raise RuntimeError("the native engine is unavailable (LSTMKIT_NO_NATIVE is set, or its build failed: "
+                           "see the warning); use impl='auto' or 'fused'")
+    if not supports(x, h0, c0, weight_ih, weight_hh, bias, peephole, weight_hr):
+        raise ValueError("the native engine runs CPU float32/float64 tensors with dense weight_hh and weight_hr; "
+                         "use impl='auto' or 'fused'")
+    if not isinstance(weight_ih, Tensor):  # a structured input map: its product for all rows at once, (N, 4H)
+        x, weight_ih = maps.apply(weight_ih, x), None
+    cfg = ([int(n) for n in batch_sizes], reverse)
+    args = (x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
+        return NativeRecurrence.apply(cfg, *args)
+    loop = (_contiguous(t) for t in (x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr))
+    out, h_n, c_n, _, _ = ext.forward(*loop, *cfg, False)
+    return out, h_n, c_n
+
+
+def auto_layer(x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Tensor, weight_ih: Map, weight_hh: Map,
+               bias: Tensor | None = None, peephole: Tensor | None = None, weight_hr: Map | None = None,
+               reverse: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """The native loop where it runs (extension built, CPU, float32/float64, dense W_hh and W_hr), else fused."""
+    native = extension() is not None and supports(x, h0, c0, weight_ih, weight_hh, bias, peephole, weight_hr)
+    return (native_layer if native else fused_layer)(x, batch_sizes, h0, c0, weight_ih, weight_hh, bias, peephole,
+                                                     weight_hr, reverse)

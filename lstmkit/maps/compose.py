@@ -1,0 +1,38 @@
+"""Compose: the product of two maps, y = outer(inner(x)), with its adjoint and weight gradients by the chain rule."""
+from __future__ import annotations
+
+from torch import Tensor
+
+from lstmkit.maps.base import LinearMap
+
+
+class Compose(LinearMap):
+    """W = W_outer · W_inner (out, in), both LinearMap modules (a low-rank pair, a depthwise then pointwise conv).
+
+    Parameters are the inner map's, then the outer map's; an outer map may be shared with another Compose
+    (the joint low-rank gates share W2), and its gradient then accumulates from both.
+    """
+
+    def __init__(self, inner: LinearMap, outer: LinearMap):
+        super().__init__()
+        if inner.out_features != outer.in_features:
+            raise ValueError(f"outer.in_features must equal inner.out_features={inner.out_features}, "
+                             f"got {outer.in_features}")
+        self.inner, self.outer = inner, outer
+        self.in_features, self.out_features = inner.in_features, outer.out_features
+
+    def forward(self, x: Tensor) -> Tensor:  # (..., in) -> (..., mid) -> (..., out)
+        return self.outer(self.inner(x))
+
+    def transpose(self, g: Tensor) -> Tensor:  # (AB)ᵀ g = Bᵀ (Aᵀ g)
+        return self.inner.transpose(self.outer.transpose(g))
+
+    def to_dense(self) -> Tensor:
+        return self.outer.to_dense() @ self.inner.to_dense()  # (out, mid) @ (mid, in)
+
+    def flops(self, rows: int) -> int:
+        return self.inner.flops(rows) + self.outer.flops(rows)
+
+    def weight_grads(self, x: Tensor, g: Tensor) -> tuple[Tensor | None, ...]:
+        # sum(A(B(x)) * g): A's gradients at (B x, g), B's at (x, Aᵀ g)
+        return (*self.inner.weight_grads(x, self.outer.transpose(g)), *self.outer.weight_grads(self.inner(x), g))

@@ -1,0 +1,48 @@
+"""Generate text with a trained language model: lstmkit sample RUN_DIR_OR_CHECKPOINT --prompt ... --length N."""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from lstmkit import config
+from lstmkit.checkpoint import checkpoint_path, load_checkpoint, load_weights
+from lstmkit.config import ModelConfig, SampleConfig
+from lstmkit.data import Vocab
+from lstmkit.errors import report_errors
+from lstmkit.models import LanguageModel
+
+DRY_RUN_LENGTH = 10
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="run folder (its latest checkpoint) or checkpoint file")
+    config.add_arguments(parser, SampleConfig)
+
+
+def load_language_model(path: str) -> tuple[LanguageModel, Vocab]:
+    """The language model and vocabulary saved in a run folder or checkpoint file."""
+    source = str(checkpoint_path(path))
+    state = load_checkpoint(path)
+    try:
+        configs, metadata, weights = state["config"], state["metadata"], state["trainer"]["model"]
+    except (KeyError, TypeError):
+        raise ValueError(f"{source} lacks the config/metadata/trainer sections of a training checkpoint") from None
+    task = configs.get("data", {}).get("task")
+    if task != "lm" or "vocab" not in metadata:
+        raise ValueError(f"{source} is a checkpoint of the {task!r} task; expected a language model (task 'lm')")
+    vocab = Vocab.from_dict(metadata["vocab"])
+    model = LanguageModel(len(vocab), config.from_dict(ModelConfig, configs["model"], f"{source} model config"))
+    load_weights(model, weights, source)
+    return model.eval(), vocab
+
+
+@report_errors
+def main(args: argparse.Namespace) -> int:
+    cfg = config.from_args(SampleConfig, args)
+    model, vocab = load_language_model(args.checkpoint)
+    prompt = vocab.encode_prompt(cfg.prompt)
+    ids = model.generate(prompt, DRY_RUN_LENGTH if cfg.dry_run else cfg.length, cfg.temperature, cfg.top_k,
+                         torch.Generator().manual_seed(cfg.seed))
+    print(cfg.prompt + (vocab.separator if cfg.prompt else "") + vocab.decode(ids.tolist()))
+    return 0

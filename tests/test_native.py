@@ -1,0 +1,218 @@
+"""The native engine: equal to the fused PyTorch path and to torch.nn.LSTM (outputs, states, every gradient),
+gradcheck in float64, the dispatch of impl="auto", and the fallback when the extension is off or fails to build."""
+import itertools
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from lstmkit import maps
+from lstmkit.engine import IMPLEMENTATIONS, auto_layer, fused_layer, native, native_layer
+from assertions import assert_rel
+
+needs_native = pytest.mark.skipif(not native.available(), reason="native extension unavailable")
+TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
+
+# odd sizes on purpose: H and P not multiples of a vector, B more than one register tile of rows
+I, H, P, B = 5, 37, 11, 13
+PADDED = [B] * 6
+PACKED = [13, 13, 11, 8, 8, 3, 1]  # sorted lengths 7, 6, 5, 5, 5, 4, 4, 4, 3, 3, 3, 2, 2
+
+
+def layer_args(batch_sizes, proj, peephole, dtype, seed=0):
+    """x, h0, c0, weight_ih, weight_hh, bias, peephole, weight_hr, all requiring grad."""
+    gen = torch.Generator().manual_seed(seed)
+    Pr = P if proj else H
+
+    def t(*shape):
+        return (0.5 * torch.randn(*shape, generator=gen, dtype=dtype)).requires_grad_()
+
+    return [t(sum(batch_sizes), I), t(B, Pr), t(B, H), t(4 * H, I), t(4 * H, Pr), t(4 * H),
+            t(3, H) if peephole else None, t(P, H) if proj else None]
+
+
+def outputs_and_grads(fn, batch_sizes, args, reverse, leaves=None):
+    """fn's (out, h_n, c_n) and the gradients of a random projection of them for `leaves` (default: every
+    tensor in args)."""
+    outs = fn(args[0], batch_sizes, *args[1:], reverse=reverse)
+    gen = torch.Generator().manual_seed(7)
+    loss = sum((t * torch.randn(t.shape, generator=gen, dtype=t.dtype)).sum() for t in outs)
+    leaves = [a for a in args if a is not None] if leaves is None else leaves
+    return [*outs, *torch.autograd.grad(loss, leaves)]
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("packed,reverse,peephole,proj", list(itertools.product([False, True], repeat=4)))
+def test_native_equals_fused(dtype, packed, reverse, peephole, proj):
+    batch_sizes = PACKED if packed else PADDED
+    args = layer_args(batch_sizes, proj, peephole, dtype)
+    ours = outputs_and_grads(native_layer, batch_sizes, args, reverse)
+    ref = outputs_and_grads(fused_layer, batch_sizes, args, reverse)
+    for i, (a, e) in enumerate(zip(ours, ref)):
+        assert_rel(a, e, TOL[dtype], what=f"output/gradient {i}")
+
+
+@needs_native
+@pytest.mark.parametrize("packed,bidirectional,proj,initial_state",
+                         list(itertools.product([False, True], repeat=4)))
+def test_native_equals_torch_lstm(packed, bidirectional, proj, initial_state):
+    T = 7
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(I, H, bidirectional=bidirectional, proj_size=P if proj else 0)
+    Pr, D = (P if proj else H), (2 if bidirectional else 1)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(T, B, I, generator=gen, requires_grad=True)
+    h0 = torch.randn(D, B, Pr, generator=gen, requires_grad=True) if initial_state else torch.zeros(D, B, Pr)
+    c0 = torch.randn(D, B, H, generator=gen, requires_grad=True) if initial_state else torch.zeros(D, B, H)
+    lengths = torch.tensor([7, 7, 6, 5, 5, 5, 4, 3, 3, 2, 2, 1, 1]) if packed else torch.full((B,), T)
+    seq = pack_padded_sequence(x, lengths)
+    out_ref, (h_ref, c_ref) = lstm(seq if packed else x, (h0, c0))
+    out_ref = out_ref.data if packed else out_ref.reshape(T * B, D * Pr)
+    rows, batch_sizes = seq.data, seq.batch_sizes.tolist()
+
+    w = dict(lstm.named_parameters())
+    outs, hs, cs = [], [], []
+    for d, sfx in enumerate(["", "_reverse"][:D]):
+        bias = w[f"bias_ih_l0{sfx}"] + w[f"bias_hh_l0{sfx}"]
+        out, h_n, c_n = native_layer(rows, batch_sizes, h0[d], c0[d], w[f"weight_ih_l0{sfx}"],
+                                     w[f"weight_hh_l0{sfx}"], bias, None, w.get(f"weight_hr_l0{sfx}"), reverse=d == 1)
+        outs.append(out)
+        hs.append(h_n)
+        cs.append(c_n)
+    ours = [torch.cat(outs, 1), torch.stack(hs), torch.stack(cs)]
+    ref = [out_ref, h_ref, c_ref]
+    leaves = [*w.values(), x, *([h0, c0] if initial_state else [])]
+    gen = torch.Generator().manual_seed(2)
+    probes = [torch.randn(t.shape, generator=gen) for t in ref]
+    grads_ours = torch.autograd.grad(sum((p * t).sum() for p, t in zip(probes, ours)), leaves, retain_graph=True)
+    grads_ref = torch.autograd.grad(sum((p * t).sum() for p, t in zip(probes, ref)), leaves)
+    for a, e in zip(ours, ref):
+        assert_rel(a, e, 1e-5)
+    for name, a, e in zip([*w, "x", "h0", "c0"], grads_ours, grads_ref):
+        assert_rel(a, e, 1e-5, what=name)
+
+
+@needs_native
+@pytest.mark.parametrize("input_product,packed,reverse,peephole,proj",
+                         [(True, *flags) for flags in itertools.product([False, True], repeat=4)]
+                         + [(False, False, False, False, False), (False, True, True, True, True)])
+def test_gradcheck_native_recurrence(input_product, packed, reverse, peephole, proj):
+    """NativeRecurrence with W_ih inside the loop, and with the input product done before it (gates_x, N x 4H)."""
+    batch_sizes = [3, 3, 2, 1] if packed else [3, 3, 3]
+    gen = torch.Generator().manual_seed(0)
+    h, p, b, i = 5, 2, 3, 3
+    pr = p if proj else h
+
+    def t(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).requires_grad_()
+
+    x = t(sum(batch_sizes), i if input_product else 4 * h)
+    args = (x, t(b, pr), t(b, h), t(3, h) if peephole else None, t(4 * h), t(4 * h, i) if input_product else None,
+            t(4 * h, pr), t(p, h) if proj else None)
+    cfg = (batch_sizes, reverse)
+    assert torch.autograd.gradcheck(lambda *a: native.NativeRecurrence.apply(cfg, *a), args)
+
+
+@needs_native
+def test_structured_input_map_runs_natively():
+    """A LinearMap W_ih (here maps.Dense) has its product done before the loop; gradients reach its parameter."""
+    args = layer_args(PACKED, proj=False, peephole=False, dtype=torch.float64)
+    dense = maps.Dense.from_dense(args[3].detach())
+    structured = [*args[:3], dense, *args[4:]]
+    leaves = [*args[:3], dense.weight, *args[4:6]]
+    ours = outputs_and_grads(native_layer, PACKED, structured, reverse=True, leaves=leaves)
+    ref = outputs_and_grads(fused_layer, PACKED, args, reverse=True)
+    for a, e in zip(ours, ref):
+        assert_rel(a, e, 1e-12)
+
+
+@needs_native
+@pytest.mark.parametrize("proj", [False, True])
+def test_inference_path_equals_training_path(proj):
+    args = layer_args(PACKED, proj, True, torch.float32)
+    with torch.no_grad():
+        inference = native_layer(args[0], PACKED, *args[1:])
+    training = native_layer(args[0], PACKED, *args[1:])
+    assert training[0].requires_grad and not inference[0].requires_grad
+    for a, e in zip(inference, training):
+        assert torch.equal(a, e)
+
+
+@needs_native
+def test_same_result_on_one_thread_and_many():
+    args = layer_args(PACKED, proj=True, peephole=True, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = outputs_and_grads(native_layer, PACKED, args, reverse=True)
+        torch.set_num_threads(max(threads, 2))
+        many = outputs_and_grads(native_layer, PACKED, args, reverse=True)
+    finally:
+        torch.set_num_threads(threads)
+    for a, e in zip(one, many):
+        assert_rel(a, e, 1e-13)
+
+
+@needs_native
+def test_auto_picks_native_for_dense_cpu_and_fused_otherwise(monkeypatch):
+    calls = []
+    monkeypatch.setattr(native, "native_layer", lambda *a, **k: calls.append("native"))
+    monkeypatch.setattr(native, "fused_layer", lambda *a, **k: calls.append("fused"))
+    x, h0, c0, w_ih, w_hh, bias, _, _ = layer_args(PADDED, False, False, torch.float32)
+    auto_layer(x, PADDED, h0, c0, w_ih, w_hh, bias)
+    auto_layer(x, PADDED, h0, c0, w_ih, maps.Dense.from_dense(w_hh.detach()), bias)  # structured W_hh
+    auto_layer(x.half(), PADDED, h0.half(), c0.half(), w_ih.half(), w_hh.half(), bias.half())
+    assert calls == ["native", "fused", "fused"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_auto_runs_cuda_tensors_on_the_fused_path():
+    args = [None if a is None else a.detach().cuda() for a in layer_args(PADDED, True, True, torch.float32)]
+    out, h_n, c_n = auto_layer(args[0], PADDED, *args[1:])
+    ref = fused_layer(args[0], PADDED, *args[1:])
+    assert out.is_cuda and torch.equal(out, ref[0])
+
+
+def test_disabled_by_environment_falls_back_to_fused(monkeypatch):
+    monkeypatch.setenv("LSTMKIT_NO_NATIVE", "1")
+    assert not native.available()
+    args = layer_args(PACKED, True, True, torch.float64)
+    ours = outputs_and_grads(IMPLEMENTATIONS["auto"], PACKED, args, reverse=True)
+    ref = outputs_and_grads(fused_layer, PACKED, args, reverse=True)
+    for a, e in zip(ours, ref):
+        assert torch.equal(a, e)
+    with pytest.raises(RuntimeError, match="unavailable"):
+        native_layer(args[0], PACKED, *args[1:])
+
+
+def test_failed_build_warns_once_and_falls_back(monkeypatch):
+    from torch.utils import cpp_extension
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.delenv("LSTMKIT_NO_NATIVE", raising=False)
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    native._build.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+            assert native.extension() is None
+        assert native.extension() is None  # no second warning: pytest's -W error would raise here
+        args = layer_args(PADDED, False, False, torch.float32)
+        out = auto_layer(args[0], PADDED, *args[1:])[0]
+        assert torch.equal(out, fused_layer(args[0], PADDED, *args[1:])[0])
+    finally:
+        native._build.cache_clear()  # the next use loads the real build again (cached on disk)
+
+
+@needs_native
+def test_second_backward_through_the_same_graph_recomputes_the_gates():
+    """Backward writes dL/dgates over the saved gates; a second backward (retain_graph) must still be right."""
+    args = layer_args(PACKED, True, True, torch.float64)
+    leaves = [a for a in args if a is not None]
+    out = sum(t.sum() for t in native_layer(args[0], PACKED, *args[1:]))
+    first = torch.autograd.grad(out, leaves, retain_graph=True)
+    second = torch.autograd.grad(out, leaves)
+    for a, e in zip(second, first):
+        assert torch.equal(a, e)
