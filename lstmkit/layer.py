@@ -207,6 +207,14 @@ class LSTM(nn.Module):
                        self.bidirectional, self.proj_size, device=w.device, dtype=w.dtype)
         lstm.load_state_dict({name: maps.to_dense(w) if isinstance(w, nn.Module) else w
                               for name, w in ((n, getattr(self, n)) for names in self._weight_names() for n in names)})
+        with torch.no_grad():
+            for k in range(self.num_layers):
+                for sfx in self._suffixes():
+                    tied = [w for w in (getattr(self, f"weight_ih_l{k}{sfx}"), getattr(self, f"weight_hh_l{k}{sfx}"))
+                            if hasattr(w, "gate_bias")]
+                    if self.bias and tied:  # the bias the gates really use (e.g. coupled b_f = -b_i), all in b_ih
+                        getattr(lstm, f"bias_ih_l{k}{sfx}").copy_(self._direction(k, sfx)["bias"])
+                        getattr(lstm, f"bias_hh_l{k}{sfx}").zero_()
         return lstm
 
     def extra_repr(self) -> str:

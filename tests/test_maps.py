@@ -67,3 +67,13 @@ def test_structured_weights_plug_into_the_layer_and_densify():
     assert_rel(g, g_ref, 1e-5)
     joint = lstmkit.LSTM(3, 4, gates=DenseSpec())
     assert isinstance(joint.weight_ih_l0, maps.Dense) and joint.weight_ih_l0.in_features == 3
+
+
+def test_to_torch_keeps_tied_gate_biases():
+    torch.manual_seed(0)
+    lstm = lstmkit.LSTM(3, 4, num_layers=2, input=lstmkit.Coupled(), recurrent=lstmkit.Coupled())
+    with torch.no_grad():
+        for p in lstm.parameters():
+            p.uniform_(-1, 1)  # biases not yet coupled: the layer ties them when it runs
+    x = torch.randn(5, 2, 3)
+    assert_rel(lstm.to_torch()(x)[0], lstm(x)[0], 1e-5)
