@@ -87,7 +87,7 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; expected a run folder containing {LATEST} "
                                 "or a checkpoint file written by `lstmkit train`")
-    expected = f"expected an lstmkit checkpoint (a safetensors file written by `lstmkit train`)"
+    expected = "expected an lstmkit checkpoint (a safetensors file written by `lstmkit train`)"
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -98,7 +98,7 @@ def load_checkpoint(path: str | Path) -> dict:
         raise ValueError(f"{path} is a safetensors file without lstmkit metadata (format={metadata.get('format')!r}); "
                          f"{expected}")
     if metadata.get("version") != str(VERSION):
-        raise ValueError(f"{path} has checkpoint version {metadata.get('version')}; this lstmkit reads version {VERSION}")
+        raise ValueError(f"{path} has checkpoint version {metadata.get('version')}; expected version {VERSION}")
     try:
         return _join(json.loads(metadata["state"]), tensors)
     except (KeyError, TypeError, ValueError) as e:

@@ -65,7 +65,8 @@ def test_char_vocab_round_trip_and_unknown_characters():
     assert vocab.itos == sorted(set("helloworld"))
     ids = vocab.encode("low")
     assert vocab.decode(ids.tolist()) == "low"
-    with pytest.raises(ValueError, match=r"characters ' xz' are not in the vocabulary of 7 characters; expected some of 'dehlorw'"):
+    with pytest.raises(ValueError, match=r"characters ' xz' are not in the vocabulary of 7 characters; "
+                                         r"expected some of 'dehlorw'"):
         vocab.encode("lox z")
     assert Vocab.from_dict(vocab.to_dict()).itos == vocab.itos
 

@@ -1,4 +1,4 @@
-"""Two CPU processes under torchrun (gloo, DistributedDataParallel) train like one process with the same global batch."""
+"""Two CPU processes under torchrun (gloo, DistributedDataParallel) train like one with the same global batch."""
 import os
 import subprocess
 import sys
