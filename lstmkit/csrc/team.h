@@ -45,9 +45,9 @@ inline void wait_until(const std::atomic<int64_t>& counter, int64_t target) {
 
 // Runs item(phase, i) for every i < counts[phase], phase by phase: an item sees everything that the items of
 // earlier phases wrote. Each of the `workers` takes the items of its own share first (so the weight panels it
-// uses stay in its core's cache from step to step), then any still unclaimed in the others' shares. Unlike a
-// barrier, a worker the OS deschedules on a busy machine delays a step by at most the item it holds, and a
-// worker that a busy thread pool never starts delays nothing: the others do its share.
+// uses stay in its core's cache from step to step), then any still unclaimed in the others' shares. So, unlike
+// a static split with a barrier, a worker the OS deschedules on a busy machine holds a step up only if it stops
+// in the middle of its items, and a worker that a busy thread pool never starts holds nothing up at all.
 template <typename Item>
 void run_phases(const std::vector<int64_t>& counts, int64_t workers, const Item& item) {
   const int64_t phases = static_cast<int64_t>(counts.size());
@@ -60,15 +60,14 @@ void run_phases(const std::vector<int64_t>& counts, int64_t workers, const Item&
   const auto work = [&](int64_t worker) {
     for (int64_t p = 0; p < phases; ++p) {
       if (p > 0) wait_until(done[p - 1].n, counts[p - 1]);
+      int64_t finished = 0;
       for (int64_t k = 0; k < workers; ++k) {
         const int64_t owner = (worker + k) % workers;
         const auto [begin, end] = share(counts[p], owner, workers);
         std::atomic<int64_t>& next = claimed[p * workers + owner].n;
-        for (int64_t i; (i = begin + next.fetch_add(1, std::memory_order_relaxed)) < end;) {
-          item(p, i);
-          done[p].n.fetch_add(1, std::memory_order_release);
-        }
+        for (int64_t i; (i = begin + next.fetch_add(1, std::memory_order_relaxed)) < end; ++finished) item(p, i);
       }
+      if (finished) done[p].n.fetch_add(finished, std::memory_order_release);  // one shared write per phase
     }
   };
   at::parallel_for(0, workers, 1, [&](int64_t first, int64_t last) {

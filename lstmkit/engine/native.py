@@ -52,13 +52,15 @@ def _build():
 
     isa = torch.backends.cpu.get_cpu_capability()
     isa = isa if isa in ISA_FLAGS else "DEFAULT"
-    files = sorted(CSRC.glob("*.cpp")) + sorted(CSRC.glob("*.h"))
-    versions = f"{torch.__version__} {sys.version_info[:2]}".encode()
-    digest = hashlib.sha256(b"".join([versions, *(f.read_bytes() for f in files)])).hexdigest()[:12]
-    name = f"lstmkit_native_{isa.lower()}_{digest}"
     flags = ["-O3", f"-DCPU_CAPABILITY={isa}", *ISA_FLAGS.get(isa, [])]
     if isa in ISA_FLAGS:
         flags.append(f"-DCPU_CAPABILITY_{isa}")
+    # at::parallel_for is a header template: compiled without OpenMP it runs on one thread
+    openmp = ["-fopenmp"] if "parallel backend: OpenMP" in torch.__config__.parallel_info() else []
+    files = sorted(CSRC.glob("*.cpp")) + sorted(CSRC.glob("*.h"))
+    build = f"{torch.__version__} {sys.version_info[:2]} {flags} {openmp}".encode()
+    digest = hashlib.sha256(b"".join([build, *(f.read_bytes() for f in files)])).hexdigest()[:12]
+    name = f"lstmkit_native_{isa.lower()}_{digest}"
     try:
         build_dir = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()) / name
         build_dir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +68,8 @@ def _build():
             if exclusive:  # torch's own lock file outlives a killed build (Ctrl-C on first use) and would make
                 (build_dir / "lock").unlink(missing_ok=True)  # every later process wait for it forever
             return cpp_extension.load(name=name, sources=[str(f) for f in files if f.suffix == ".cpp"],
-                                      extra_cflags=flags, build_directory=str(build_dir))
+                                      extra_cflags=flags + openmp, extra_ldflags=openmp,
+                                      build_directory=str(build_dir))
     except Exception as e:  # no compiler or ninja, or a failed build: the fused path still runs
         warnings.warn(f"lstmkit: the native engine could not be built ({type(e).__name__}: {e}); "
                       "running the PyTorch fused path instead", RuntimeWarning, stacklevel=3)
