@@ -8,6 +8,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <utility>
 
 #ifdef __linux__
@@ -33,10 +34,10 @@ inline at::Tensor empty_large(at::IntArrayRef sizes, const at::TensorOptions& op
 
 // Rows of A per register tile: 6 x 4 vector accumulators take 24 of AVX-512's 32 registers; with 16 (AVX2), 3 x 4.
 constexpr int kTileRows = sizeof(Vectorized<float>) == 64 ? 6 : 3;
-constexpr int kMaxVecs = 4;   // vectors of columns per panel
+constexpr int kMaxVecs = 4;  // vectors of columns per panel
 
 // B (K, N) packed into `count` panels of `width` columns: B[k][p * width + u] sits at panel(p)[k * width + u],
-// zero past N, so the kernel streams one panel row per k with aligned full-vector loads.
+// zero past N, so the kernel streams one panel row per k with full-vector loads.
 template <typename T>
 struct Panels {
   at::Tensor storage;  // allocated through PyTorch, so memory profilers see it
@@ -45,15 +46,45 @@ struct Panels {
   const T* panel(int64_t p) const { return data + p * K * width; }
 };
 
-// Packs `count` panels of `width` columns over K rows; value(p, k, u) is B[k][p * width + u] (0 past N).
-template <typename T, typename Value>
-Panels<T> pack(int64_t K, int64_t width, int64_t count, const at::TensorOptions& options, const Value& value) {
+// B (K, N), rows `ld` apart, packed into panels of `width` columns: row by row, a copy.
+template <typename T>
+Panels<T> pack_rows(const T* b, int64_t ld, int64_t K, int64_t N, int64_t width, const at::TensorOptions& options) {
+  const int64_t count = (N + width - 1) / width;
+  at::Tensor storage = empty_large({count * K * width}, options);
+  T* data = storage.template data_ptr<T>();
+  at::parallel_for(0, count, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t n = std::min(width, N - p * width);
+      for (int64_t k = 0; k < K; ++k) {
+        T* dst = data + (p * K + k) * width;
+        std::fill(std::copy_n(b + k * ld + p * width, n, dst), dst + width, T(0));
+      }
+    }
+  });
+  return {storage, data, K, width, count};
+}
+
+// B (K, N) given as its transpose S (rows `ld` apart, each contiguous along k), packed into `count` panels of
+// `width` columns: vector column c of panel p holds the `rows` rows of S from `first`, where {first, rows} =
+// run(p, c) (rows < L: zeros after them). Transposed in L x L blocks, vectorized by ATen.
+template <typename T, typename Run>
+Panels<T> pack_transposed(const T* s, int64_t ld, int64_t K, int64_t width, int64_t count,
+                          const at::TensorOptions& options, const Run& run) {
+  constexpr int64_t L = Vectorized<T>::size();
   at::Tensor storage = empty_large({count * K * width}, options);
   T* data = storage.template data_ptr<T>();
   at::parallel_for(0, count, 1, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p)
-      for (int64_t k = 0; k < K; ++k)
-        for (int64_t u = 0; u < width; ++u) data[(p * K + k) * width + u] = value(p, k, u);
+      for (int64_t c = 0; c < width / L; ++c) {
+        const auto [first, rows] = run(p, c);
+        for (int64_t k0 = 0; k0 < K; k0 += L) {
+          const int kk = static_cast<int>(std::min(L, K - k0));
+          T* dst = data + (p * K + k0) * width + c * L;
+          const int valid = static_cast<int>(std::max<int64_t>(rows, 0));
+          if (valid) at::vec::transpose_mxn<T>(s + first * ld + k0, ld, dst, width, valid, kk);
+          for (int64_t k = 0; k < kk; ++k) std::fill(dst + k * width + valid, dst + k * width + L, T(0));
+        }
+      }
   });
   return {storage, data, K, width, count};
 }

@@ -34,8 +34,9 @@ struct alignas(64) Counter {  // one cache line each: workers count on their own
 };
 
 inline void wait_until(const std::atomic<int64_t>& counter, int64_t target) {
-  for (int spins = 0; counter.load(std::memory_order_acquire) < target; ++spins) {
+  for (int spins = 0; counter.load(std::memory_order_acquire) < target;) {
     if (spins < 4096) {
+      ++spins;
       LSTMKIT_PAUSE();
     } else {
       std::this_thread::yield();  // a long wait: the worker we wait for may need this core
