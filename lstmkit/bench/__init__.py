@@ -20,7 +20,8 @@ from lstmkit.bench.timing import use_cores
 # study name -> module with SECTION, run(cfg) -> dict, markdown(results, image) -> str, plot(results, path),
 # and optionally document(results, links) -> str for docs/<study>.md
 STUDIES = {"engine": "lstmkit.bench.dense", "fusion": "lstmkit.bench.fusion",
-           "structures": "lstmkit.bench.structures", "compress": "lstmkit.bench.compress"}
+           "structures": "lstmkit.bench.structures", "compress": "lstmkit.bench.compress",
+           "quality": "lstmkit.bench.quality"}
 
 
 def run_study(cfg: BenchConfig) -> dict:

@@ -21,12 +21,17 @@ class BenchConfig:
 
     study: str = option("engine", "what to run: the main table of lstmkit.LSTM against torch.nn.LSTM (engine), "
                                   "the study of separate, fused and hoisted gate products (fusion), "
-                                  "or structured weights against a dense nn.LSTM (structures)",
+                                  "structured weights against a dense nn.LSTM (structures), pruning, quantization "
+                                  "and distillation (compress), or the validation loss `lstmkit train` reaches "
+                                  "within a time budget (quality)",
                         choices=studies)
     shapes: str = option("S,M,L,XL", "engine study: comma-separated subset of the shapes S, M, L, XL")
     hidden: str = option("128,256,512,1024", "fusion study: comma-separated hidden sizes H (with I = H)")
     batch: int = option(32, "fusion study: batch size B")
     steps: int = option(64, "fusion study: sequence length T")
+    data: str = option("", "quality study: the text corpus, e.g. ../shared/data/tinyshakespeare.txt")
+    budgets: str = option("", "quality study: comma-separated training budgets in seconds among its recipes' "
+                              "(180, 1800); empty: all")
     repeats: int = option(5, "timed runs per measurement; the median is reported")
     warmup: int = option(1, "untimed runs before the timed ones")
     threads: int = option(0, "torch threads; 0: every core this process may use")

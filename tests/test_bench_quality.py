@@ -1,0 +1,38 @@
+"""lstmkit bench --study quality: trains each recipe as `lstmkit train` does and reports what its run folder says."""
+import json
+
+import pytest
+
+from lstmkit.bench import quality
+from lstmkit.cli import main
+
+
+def test_quick_quality_study_reports_the_runs_metrics(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("to be, or not to be, that is the question.\n" * 200)
+    out = tmp_path / "benchmarks"
+    assert main(["bench", "--quick", "--study", "quality", "--data", str(corpus), "--budgets", "180",
+                 "--out", str(out)]) == 0
+    results = json.loads((out / "quality.json").read_text())
+    [row] = results["rows"]
+    metrics = quality.read_metrics(tmp_path / "runs" / "quality" / "180s")
+    assert row["final_valid_loss"] == metrics[-1]["valid_loss"] and row["steps"] == 3
+    assert row["passes"] == (row["final_valid_loss"] <= 1.50)
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "<!-- bench:quality -->" in md and "(benchmarks/quality.png)" in md and f"{row['final_valid_loss']:.4f}" in md
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "needs --data"),
+    (["--data", "/nonexistent/corpus.txt"], "is not a file"),
+])
+def test_quality_study_needs_a_corpus(args, message, capsys):
+    with pytest.raises(SystemExit, match=message):
+        main(["bench", "--quick", "--study", "quality", *args])
+
+
+def test_quality_study_refuses_an_unknown_budget(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abc " * 100)
+    with pytest.raises(SystemExit, match=r"--budgets must be among \[180, 1800\], got \[60.0\]"):
+        main(["bench", "--quick", "--study", "quality", "--data", str(corpus), "--budgets", "60"])
