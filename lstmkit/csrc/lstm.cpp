@@ -12,9 +12,10 @@
 #include <optional>
 #include <vector>
 
-#include "activations.h"
+#include "cell.h"
 #include "gemm.h"
 #include "products.h"
+#include "step.h"
 #include "team.h"
 
 namespace lstmkit {
@@ -109,7 +110,6 @@ struct Forward {
   Panels<T> projection;  // W_hr^T (H, P)
 
   void pointwise(int64_t s, int64_t b, int64_t u0, int n, const T* tile) const {
-    using A = Act<T>;
     const int64_t row = steps.start[s] + b;
     const bool ends = b >= steps.rows_at(s + 1);
     const auto pre_activation = [&](int g) {  // a_g = W_ih x_t + W_hh h_{t-1} + b
@@ -120,17 +120,8 @@ struct Forward {
     };
     const T* cp = acts ? steps.prev(s, b, cells, c0, H) + u0 : c_state + b * H + u0;
     T* c_out = (acts ? cells + row * H : c_state + b * H) + u0;
-    V a_i = pre_activation(0), a_f = pre_activation(1), a_o = pre_activation(3);
-    const V c_prev = V::loadu(cp, n);
-    if (peep) {
-      a_i = at::vec::fmadd(V::loadu(peep + u0, n), c_prev, a_i);
-      a_f = at::vec::fmadd(V::loadu(peep + H + u0, n), c_prev, a_f);
-    }
-    const V i = A::sigmoid(a_i), f = A::sigmoid(a_f), g = A::tanh(pre_activation(2));
-    const V c = at::vec::fmadd(f, c_prev, i * g);  // c_t = f ⊙ c_{t-1} + i ⊙ g
-    if (peep) a_o = at::vec::fmadd(V::loadu(peep + 2 * H + u0, n), c, a_o);  // the output gate looks at c_t
-    const V o = A::sigmoid(a_o);
-    const V h = o * A::tanh(c);  // h_t = o ⊙ tanh(c_t)
+    const auto [i, f, g, o, c, h] = cell_forward<T>(pre_activation(0), pre_activation(1), pre_activation(2),
+                                                    pre_activation(3), V::loadu(cp, n), Peep<T>(peep, H, u0, n));
     c.store(c_out, n);
     if (ends) c.store(c_n + b * H + u0, n);
     if (h_full) {
@@ -221,7 +212,6 @@ struct Backward {
 
   // dL/dgates of step s, row b, hidden units [u0, u0 + n), from dL/dh_t = dh (+ dh_extra) and dL/dc_t in dc.
   void pointwise(int64_t s, int64_t b, int64_t u0, int64_t n, const T* dh, const T* dh_extra) const {
-    using A = Act<T>;
     const int64_t row = steps.start[s] + b;
     const T* a = gates + row * 4 * H + u0;
     const T* cr = cells + row * H + u0;
@@ -237,16 +227,8 @@ struct Backward {
       const V c = V::loadu(cr + v, m), c_prev = V::loadu(cpr + v, m);
       V d_h = V::loadu(dh + v, m);
       if (dh_extra) d_h = d_h + V::loadu(dh_extra + v, m);
-      const V one(T(1)), tanh_c = A::tanh(c);
-      const V da_o = d_h * tanh_c * o * (one - o);                          // h = o ⊙ tanh(c), σ' = σ(1 - σ)
-      V d_c = V::loadu(dcr + v, m) + d_h * o * (one - tanh_c * tanh_c);      // tanh' = 1 - tanh²
-      if (peep) d_c = d_c + da_o * V::loadu(peep + 2 * H + u0 + v, m);      // a_o += w_co ⊙ c_t
-      const V da_i = d_c * g * i * (one - i);                               // c = f ⊙ c_prev + i ⊙ g
-      const V da_f = d_c * c_prev * f * (one - f);
-      const V da_g = d_c * i * (one - g * g);
-      V dc_prev = d_c * f;
-      if (peep)  // a_i += w_ci ⊙ c_prev, a_f += w_cf ⊙ c_prev
-        dc_prev = dc_prev + da_i * V::loadu(peep + u0 + v, m) + da_f * V::loadu(peep + H + u0 + v, m);
+      const auto [da_i, da_f, da_g, da_o, dc_prev, tanh_c] =
+          cell_backward<T>(i, f, g, o, c, c_prev, d_h, V::loadu(dcr + v, m), Peep<T>(peep, H, u0 + v, m));
       if (d_peep) {
         add_to(d_peep + u0 + v, da_i * c_prev, m);
         add_to(d_peep + H + u0 + v, da_f * c_prev, m);
@@ -505,4 +487,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward", &lstmkit::backward, "backward(d_out, d_h_n, d_c_n, acts (consumed), cells, out, x, weight_ih, "
         "bias, h0, c0, weight_hh, peephole, weight_hr, batch_sizes, reverse, needs) -> [d_x, d_h0, d_c0, "
         "d_peephole, d_bias, d_weight_ih, d_weight_hh, d_weight_hr]");
+  m.def("step_forward", &lstmkit::step_forward, "step_forward(gates (in: pre-activations, out: activated), "
+        "c_prev, peephole, c (out), h (out))");
+  m.def("step_backward", &lstmkit::step_backward, "step_backward(dh, dc (in: dL/dc_t, out: dL/dc_{t-1}), acts, c, "
+        "c_prev, peephole, d_gates (out))");
 }
