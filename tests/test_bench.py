@@ -115,3 +115,13 @@ def test_busy_note_only_when_others_compete():
     assert report.busy_note(env) == ""
     env["load_average"]["before"] = 4.0
     assert "busy" in report.busy_note(env)
+
+
+def test_a_missed_target_is_compared_with_the_peak_bound():
+    def row(nn_pct, ours_pct, target):
+        return {"case": "X", "mode": "inference", "ratio": nn_pct / ours_pct, "time_target": target,
+                "pct_peak": {"nn.LSTM": nn_pct, "lstmkit": ours_pct}}
+
+    text = dense.misses([row(70, 90, 0.5), row(40, 60, 0.5)])
+    assert "the target is under the bound 0.70, out of reach" in text
+    assert "bound 0.40: reachable in principle" in text
