@@ -14,23 +14,31 @@ from lstmkit import checks, maps
 from lstmkit.maps import Map
 
 
-def lstm_pointwise(gates: Tensor, c_prev: Tensor, peephole: Tensor | None = None):
+# the elementwise ops of `lstm_pointwise`: out of place (autograd), or in place (loops without autograd)
+POINTWISE_OPS = {False: (torch.sigmoid, torch.tanh, torch.mul, torch.addcmul),
+                 True: (torch.sigmoid_, torch.tanh_, Tensor.mul_, Tensor.addcmul_)}
+
+
+def lstm_pointwise(gates: Tensor, c_prev: Tensor, peephole: Tensor | None = None, inplace: bool = False):
     """One step's elementwise part.
 
     gates (B, 4H): pre-activations W_x x_t + W_h h_{t-1} + b, in order i, f, g, o
     c_prev (B, H); peephole (3, H): the diagonal weights w_ci, w_cf, w_co from the cell into i, f, o.
     Returns h (B, H), c (B, H) and the activated gates (i, f, g, o), each (B, H).
+    inplace: write the activated gates over `gates` and c_t over `c_prev` (only h is a new tensor); for loops
+    that run without autograd (lstmkit.engine.inference).
     """
+    sigmoid, tanh, mul, addcmul = POINTWISE_OPS[inplace]
     a_i, a_f, a_g, a_o = gates.chunk(4, dim=-1)
     if peephole is not None:
-        a_i = a_i + peephole[0] * c_prev
-        a_f = a_f + peephole[1] * c_prev
-    i, f, g = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g)
-    c = f * c_prev + i * g  # c_t = f ⊙ c_{t-1} + i ⊙ g
+        a_i = addcmul(a_i, peephole[0], c_prev)  # a_i += w_ci ⊙ c_{t-1}
+        a_f = addcmul(a_f, peephole[1], c_prev)  # a_f += w_cf ⊙ c_{t-1}
+    i, f, g = sigmoid(a_i), sigmoid(a_f), tanh(a_g)
+    c = addcmul(mul(c_prev, f), i, g)  # c_t = f ⊙ c_{t-1} + i ⊙ g
     if peephole is not None:
-        a_o = a_o + peephole[2] * c  # the output gate looks at the new cell c_t
-    o = torch.sigmoid(a_o)
-    h = o * torch.tanh(c)  # h_t = o ⊙ tanh(c_t)
+        a_o = addcmul(a_o, peephole[2], c)  # the output gate looks at the new cell c_t
+    o = sigmoid(a_o)
+    h = mul(torch.tanh(c), o)  # h_t = o ⊙ tanh(c_t)
     return h, c, (i, f, g, o)
 
 

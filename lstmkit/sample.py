@@ -6,7 +6,8 @@ import argparse
 import torch
 
 from lstmkit import config
-from lstmkit.checkpoint import checkpoint_path, load_checkpoint, load_weights
+from lstmkit.checkpoint import checkpoint_path, load_checkpoint
+from lstmkit.compress import saved
 from lstmkit.config import ModelConfig, SampleConfig
 from lstmkit.data import Vocab
 from lstmkit.errors import report_errors
@@ -33,7 +34,7 @@ def load_language_model(path: str) -> tuple[LanguageModel, Vocab]:
         raise ValueError(f"{source} is a checkpoint of the {task!r} task; expected a language model (task 'lm')")
     vocab = Vocab.from_dict(metadata["vocab"])
     model = LanguageModel(len(vocab), config.from_dict(ModelConfig, configs["model"], f"{source} model config"))
-    load_weights(model, weights, source)
+    saved.load_into(model, state, saved.recipe_of(state, source), source)  # a compressed run: its structure first
     return model.eval(), vocab
 
 

@@ -10,8 +10,9 @@ from safetensors.torch import save_file
 from lstmkit.checkpoint import LATEST
 from lstmkit.compress import saved
 from lstmkit.config import DataConfig, ModelConfig
-from lstmkit.maps import Int8Map, SparseMap
+from lstmkit.maps import Int8Map, LowRankMap, SparseMap
 from lstmkit.models import LanguageModel, LanguageModelTask
+from lstmkit.sample import load_language_model
 from train_helpers import TINY, lstmkit, lstmkit_subprocess, small_corpus
 
 FAST = ["--repeats", "1", "--eval-batches", "2"]
@@ -94,6 +95,21 @@ def test_dry_run(run, tmp_path):
     assert lstmkit("compress", run, "--out", tmp_path / "dry", "--dry-run", "--prune", "0.5", "--finetune-steps",
                    "50", "--quantize", "fixed16") == 0
     assert (tmp_path / "dry" / LATEST).is_file()
+
+
+@pytest.mark.parametrize("steps, weight", [(["--prune", "0.8", "--quantize", "int8"], Int8Map),
+                                           (["--to", "lowrank:4"], LowRankMap)])
+def test_sample_from_a_compressed_folder(run, tmp_path, capsys, steps, weight):
+    out = tmp_path / "small"
+    assert lstmkit("compress", run, "--out", out, "--dry-run", *steps) == 0
+    capsys.readouterr()
+    assert lstmkit("sample", out, "--prompt", "The ", "--length", "20", "--temperature", "0.8", "--seed", "3") == 0
+    text = capsys.readouterr().out
+    model, vocab = load_language_model(out)
+    assert isinstance(model.lstm.weight_hh_l0, weight)
+    compressed, _, _ = load(out)  # as `lstmkit compress` loads it: the same text from the same seed
+    ids = compressed.generate(vocab.encode_prompt("The "), 20, 0.8, 0, torch.Generator().manual_seed(3))
+    assert text == "The " + vocab.separator + vocab.decode(ids.tolist()) + "\n"
 
 
 def _not_lstmkit(folder):

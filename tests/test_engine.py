@@ -99,3 +99,18 @@ def test_frozen_weights_get_no_gradient_and_inputs_still_do():
     out, h, c = fused_layer(x, PACKED, h0, c0, w_ih, w_hh, b, peep, w_hr)
     gx, gw = torch.autograd.grad(out.sum() + h.sum() + c.sum(), (x, w_ih))
     assert gx.abs().sum() > 0 and gw.abs().sum() > 0
+
+
+@pytest.mark.parametrize("proj,peephole", [(False, True), (True, False)])
+def test_gradcheck_fused_without_the_native_step_kernels(monkeypatch, proj, peephole):
+    """The fused engine's PyTorch fallback for the per-step kernels (no compiler, CUDA, other dtypes)."""
+    monkeypatch.setenv("LSTMKIT_NO_NATIVE", "1")
+    args = tensors(proj, peephole)
+
+    def f(x, h0, c0, w_ih, w_hh, b, peep, w_hr):
+        return fused_layer(x, PACKED, h0, c0, w_ih, w_hh, b, peep, w_hr, reverse=True)
+
+    assert torch.autograd.gradcheck(f, args)
+    with torch.no_grad():  # the inference loop, in place
+        for got, want in zip(f(*args), reference_layer(*args[:1], PACKED, *args[1:], reverse=True)):
+            assert_rel(got, want, 1e-12)

@@ -75,10 +75,15 @@ def read(path) -> tuple[dict, list[dict]]:
         state["config"]["model"], state["config"]["data"], state["trainer"]["model"]
     except (KeyError, TypeError):
         raise ValueError(f"{source} lacks the config/trainer sections of an lstmkit training checkpoint") from None
+    return state, recipe_of(state, source)
+
+
+def recipe_of(state: dict, source: str) -> list[dict]:
+    """The compression steps a checkpoint's state records: [] for an uncompressed training checkpoint."""
     recipe = state.get(SECTION, {}).get("recipe", [])
     if not isinstance(recipe, list):
         raise ValueError(f"{source} has a damaged compress section (recipe is {type(recipe).__name__})")
-    return state, recipe
+    return recipe
 
 
 def load_into(model: nn.Module, state: dict, recipe: list[dict], source: str) -> nn.Module:

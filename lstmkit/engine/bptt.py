@@ -11,8 +11,9 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from lstmkit import maps
-from lstmkit.cell import lstm_pointwise, lstm_pointwise_backward
+from lstmkit.engine.inference import inference_layer, needs_grad
 from lstmkit.engine.schedule import steps
+from lstmkit.engine.step import step_backward, step_forward
 from lstmkit.maps import Map
 
 
@@ -30,6 +31,7 @@ class Recurrence(torch.autograd.Function):
         cells_prev = gates_x.new_empty(N, H)  # c_{t-1}
         hiddens_prev = gates_x.new_empty(N, P)  # h_{t-1}, the recurrent map's input
         h_n, c_n = h0.new_empty(B, P), c0.new_empty(B, H)
+        h_buffer = gates_x.new_empty(B, H) if weight_hr is not None else None  # h_t before the projection
         schedule = steps(batch_sizes, reverse)
         h, c = h0[:schedule[0][2]], c0[:schedule[0][2]]
         for t, start, rows in schedule:
@@ -40,12 +42,14 @@ class Recurrence(torch.autograd.Function):
             elif rows > h.shape[0]:  # (reverse direction) sequences [len(h):rows] start here
                 h, c = torch.cat((h, h0[h.shape[0]:rows])), torch.cat((c, c0[c.shape[0]:rows]))
             hiddens_prev[r], cells_prev[r] = h, c
-            gates = gates_x[r] + maps.apply(weight_hh, h)  # (rows, 4H)
-            h_full, c, ifgo = lstm_pointwise(gates, c, peephole)
-            torch.cat(ifgo, dim=1, out=acts[r])
-            cells[r] = c
+            gates = acts[r]  # (rows, 4H): the pre-activations, then the activated gates
+            torch.add(gates_x[r], maps.apply(weight_hh, h), out=gates)
+            h_full = out[r] if weight_hr is None else h_buffer[:rows]  # (rows, H)
+            step_forward(gates, c, peephole, cells[r], h_full)
+            c = cells[r]
             h = h_full if weight_hr is None else maps.apply(weight_hr, h_full)  # (rows, P)
-            out[r] = h
+            if weight_hr is not None:
+                out[r] = h
         h_n[:h.shape[0]], c_n[:c.shape[0]] = h, c
         ctx.cfg = cfg
         ctx.save_for_backward(acts, cells, cells_prev, hiddens_prev, peephole)
@@ -62,7 +66,8 @@ class Recurrence(torch.autograd.Function):
         d_out_total = d_out.new_empty(d_out.shape) if weight_hr is not None else None  # (N, P): dL/dr_t
         d_h0, d_c0 = d_h_n.new_zeros(B, P), d_c_n.new_zeros(B, H)
         schedule = steps(batch_sizes, reverse)[::-1]
-        dh, dc = d_h_n[:schedule[0][2]], d_c_n[:schedule[0][2]]
+        dh = d_h_n[:schedule[0][2]]
+        dc = d_c_n[:schedule[0][2]].clone(memory_format=torch.contiguous_format)  # updated in place by each step
         for t, start, rows in schedule:
             r = slice(start, start + rows)
             if rows > dh.shape[0]:  # sequences [len(dh):rows] ended at step t: their gradient enters here
@@ -75,7 +80,7 @@ class Recurrence(torch.autograd.Function):
             if weight_hr is not None:
                 d_out_total[r] = dh
                 dh = maps.apply_transpose(weight_hr, dh)  # r_t = W_hr h_t  =>  dh_t = W_hr^T dr_t
-            d_gates[r], dc = lstm_pointwise_backward(dh, dc, acts[r], cells[r], cells_prev[r], peephole)
+            step_backward(dh, dc, acts[r], cells[r], cells_prev[r], peephole, d_gates[r])  # dc becomes dL/dc_{t-1}
             dh = maps.apply_transpose(weight_hh, d_gates[r])  # dL/dh_{t-1} = R^T dG_t
         d_h0[:dh.shape[0]], d_c0[:dc.shape[0]] = dh, dc
 
@@ -102,9 +107,16 @@ class Recurrence(torch.autograd.Function):
 def fused_layer(x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Tensor, weight_ih: Map, weight_hh: Map,
                 bias: Tensor | None = None, peephole: Tensor | None = None, weight_hr: Map | None = None,
                 reverse: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-    """Same contract as `reference_layer`: x (N, I) -> out (N, P), h_n (B, P), c_n (B, H)."""
-    gates_x = maps.apply(weight_ih, x)  # (N, 4H): the input half of every step in one product
-    if bias is not None:
-        gates_x = gates_x + bias
+    """Same contract as `reference_layer`: x (N, I) -> out (N, P), h_n (B, P), c_n (B, H).
+    A call that needs no gradient runs the lean `inference_layer` instead (nothing saved, no autograd)."""
+    weights = (*maps.tensors(weight_ih), *maps.tensors(weight_hh), *maps.tensors(weight_hr))
+    if not needs_grad(x, h0, c0, bias, peephole, *weights):
+        return inference_layer(x, batch_sizes, h0, c0, weight_ih, weight_hh, bias, peephole, weight_hr, reverse)
+    if isinstance(weight_ih, Tensor) and bias is not None:  # dense: the bias added inside the GEMM
+        gates_x = torch.addmm(bias, x, weight_ih.t())  # (N, 4H): the input half of every step in one product
+    else:
+        gates_x = maps.apply(weight_ih, x)
+        if bias is not None:
+            gates_x = gates_x + bias
     cfg = (batch_sizes, reverse, weight_hh, weight_hr)
     return Recurrence.apply(cfg, gates_x, h0, c0, peephole, *maps.tensors(weight_hh), *maps.tensors(weight_hr))

@@ -29,6 +29,9 @@ def step_forward(gates: Tensor, c_prev: Tensor, peephole: Tensor | None, c: Tens
     if kernel is not None:
         kernel.step_forward(gates, c_prev, None if peephole is None else peephole.contiguous(), c, h)
         return
+    if c is c_prev:  # the inference loop: everything in place
+        h.copy_(lstm_pointwise(gates, c, peephole, inplace=True)[0])
+        return
     h_t, c_t, ifgo = lstm_pointwise(gates, c_prev, peephole)
     torch.cat(ifgo, dim=1, out=gates)
     c.copy_(c_t)
