@@ -15,6 +15,7 @@ from lstmkit.engine.inference import inference_layer, needs_grad
 from lstmkit.engine.schedule import steps
 from lstmkit.engine.step import step_backward, step_forward
 from lstmkit.maps import Map
+from lstmkit.rowsum import sum_of_products
 
 
 class Recurrence(torch.autograd.Function):
@@ -89,9 +90,9 @@ class Recurrence(torch.autograd.Function):
         d_peephole = None
         if peephole is not None and needs[4]:
             d_peephole = torch.stack((
-                (d_gates[:, :H] * cells_prev).sum(0),  # a_i += w_ci ⊙ c_{t-1}
-                (d_gates[:, H:2 * H] * cells_prev).sum(0),  # a_f += w_cf ⊙ c_{t-1}
-                (d_gates[:, 3 * H:] * cells).sum(0),  # a_o += w_co ⊙ c_t
+                sum_of_products(d_gates[:, :H], cells_prev),  # a_i += w_ci ⊙ c_{t-1}
+                sum_of_products(d_gates[:, H:2 * H], cells_prev),  # a_f += w_cf ⊙ c_{t-1}
+                sum_of_products(d_gates[:, 3 * H:], cells),  # a_o += w_co ⊙ c_t
             ))
         n_hh = len(maps.tensors(weight_hh))
         d_weights: list[Tensor | None] = [None] * (len(needs) - 5)

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from lstmkit import checks
 from lstmkit.maps.base import LinearMap
 from lstmkit.maps.structure import StructureSpec
+from lstmkit.rowsum import sum_of_products
 
 EDGE = 1 - 1e-6  # |u| / bound is kept below this when fitting a bounded diagonal (atanh(±1) is infinite)
 
@@ -45,7 +46,7 @@ class DiagonalMap(LinearMap):
 
     def weight_grads(self, x: Tensor, g: Tensor) -> tuple[Tensor]:
         x = x.reshape(-1, 1, self.in_features)  # (N, 1, in)
-        du = (g.reshape(-1, self.gates, self.in_features) * x).sum(0)  # Σ_n g_q ⊙ x, (gates, in)
+        du = sum_of_products(g.reshape(-1, self.gates, self.in_features), x)  # Σ_n g_q ⊙ x, (gates, in)
         if self.bound is None:
             return (du,)
         return (du * self.bound * (1 - torch.tanh(self.weight) ** 2),)  # u = b·tanh(w): du/dw = b·(1 - tanh²)
