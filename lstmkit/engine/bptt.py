@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from lstmkit import maps
+from lstmkit.engine.hoisted import input_product
 from lstmkit.engine.inference import inference_layer, needs_grad
 from lstmkit.engine.schedule import steps
 from lstmkit.engine.step import step_backward, step_forward
@@ -116,7 +117,7 @@ def fused_layer(x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Tensor, weigh
     if isinstance(weight_ih, Tensor) and bias is not None:  # dense: the bias added inside the GEMM
         gates_x = torch.addmm(bias, x, weight_ih.t())  # (N, 4H): the input half of every step in one product
     else:
-        gates_x = maps.apply(weight_ih, x)
+        gates_x = input_product(weight_ih, x)
         if bias is not None:
             gates_x = gates_x + bias
     cfg = (batch_sizes, reverse, weight_hh, weight_hr)

@@ -14,6 +14,9 @@ class LinearMap(nn.Module):
 
     in_features: int
     out_features: int
+    # whether `vjp` beats autograd through `forward` over many rows; if so the engine differentiates the hoisted
+    # input product with it (lstmkit/engine/hoisted.py). Measured per map: true for grouped (no regrouping copies).
+    closed_form_backward: bool = False
 
     def forward(self, x: Tensor) -> Tensor:  # (..., in) -> (..., out)
         raise NotImplementedError
@@ -44,6 +47,14 @@ class LinearMap(nn.Module):
         with torch.enable_grad():
             y = self.forward(x.detach())
             return torch.autograd.grad(y, params, g, allow_unused=True)
+
+
+    def vjp(self, x: Tensor, g: Tensor, input_grad: bool = True,
+            weight_grads: bool = True) -> tuple[Tensor | None, tuple[Tensor | None, ...]]:
+        """(dL/dx, dL/d parameters) for y = forward(x) and dL/dy = g, each only where asked (else None):
+        `transpose` and `weight_grads`, which a composite map may compute sharing their common part."""
+        dx = self.transpose(g) if input_grad else None
+        return dx, (self.weight_grads(x, g) if weight_grads else (None,) * len(tuple(self.parameters())))
 
 
 # A map is either a LinearMap or a plain (out, in) weight tensor, which is the dense map: that keeps
@@ -78,6 +89,14 @@ def weight_grads(m: Map, x: Tensor, g: Tensor) -> tuple[Tensor | None, ...]:
     if isinstance(m, Tensor):
         return (g.t() @ x,)  # dW = g^T x, (out, in): one GEMM over all N rows
     return m.weight_grads(x, g)
+
+
+def vjp(m: Map, x: Tensor, g: Tensor, input_grad: bool = True,
+        weight_grads: bool = True) -> tuple[Tensor | None, tuple[Tensor | None, ...]]:
+    """(dL/dx, dL/d tensors(m)) for y = apply(m, x) and dL/dy = g, x (N, in), g (N, out); None where not asked."""
+    if isinstance(m, Tensor):
+        return (g @ m if input_grad else None), ((g.t() @ x,) if weight_grads else (None,))
+    return m.vjp(x, g, input_grad, weight_grads)
 
 
 def features(m: Map) -> tuple[int, int]:

@@ -36,3 +36,11 @@ class Compose(LinearMap):
     def weight_grads(self, x: Tensor, g: Tensor) -> tuple[Tensor | None, ...]:
         # sum(A(B(x)) * g): A's gradients at (B x, g), B's at (x, Aᵀ g)
         return (*self.inner.weight_grads(x, self.outer.transpose(g)), *self.outer.weight_grads(self.inner(x), g))
+
+    def vjp(self, x: Tensor, g: Tensor, input_grad: bool = True, weight_grads: bool = True):
+        # the outer map's adjoint Aᵀ g once, for both the input gradient and the inner map's weight gradients
+        g_mid = self.outer.transpose(g)
+        dx = self.inner.transpose(g_mid) if input_grad else None
+        if not weight_grads:
+            return dx, (None,) * len(tuple(self.parameters()))
+        return dx, (*self.inner.weight_grads(x, g_mid), *self.outer.weight_grads(self.inner(x), g))

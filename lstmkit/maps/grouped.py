@@ -44,20 +44,57 @@ class GroupedMap(LinearMap):
         self.weight = nn.Parameter(torch.empty(groups, gates * h, c, device=device, dtype=dtype))
         init_uniform_(self.weight, 1 / (3 * c))
 
+    closed_form_backward = True
+
+    def _blocks(self):
+        """(group j, gate p, W_j's rows of gate p (h, c), the output columns they give, the input columns they read)
+        for every block of the block-diagonal W."""
+        k, q = self.groups, self.gates
+        c, h = self.in_features // k, self.out_features // (q * k)
+        for j in range(k):
+            for p in range(q):
+                col = p * k * h + j * h  # gate p's block of H = k·h outputs, group j's h of them
+                yield j, p, self.weight[j, p * h:(p + 1) * h], slice(col, col + h), slice(j * c, (j + 1) * c)
+
+    def _by_blocks(self, t: Tensor) -> bool:
+        """Whether to run one product per group and gate on column blocks of `t` as they lie (no regrouping
+        copy): faster than the bmm for many rows (the hoisted input product over all T·B rows), slower for one
+        step's; without autograd only (in-place products into views)."""
+        grad = torch.is_grad_enabled() and (t.requires_grad or self.weight.requires_grad)
+        return t[..., 0].numel() >= 1024 and not grad
+
     def forward(self, x: Tensor) -> Tensor:
         k, q, lead = self.groups, self.gates, x.shape[:-1]
+        if self._by_blocks(x):
+            x = x.reshape(-1, self.in_features)
+            y = x.new_empty(x.shape[0], self.out_features)
+            for _, _, w, out_cols, in_cols in self._blocks():
+                y[:, out_cols].addmm_(x[:, in_cols], w.t(), beta=0)
+            return y.reshape(*lead, self.out_features)
         xs = x.reshape(-1, k, self.in_features // k).transpose(0, 1)  # (k, N, c)
         y = torch.bmm(xs, self.weight.transpose(1, 2))  # (k, N, gates·h)
         return y.view(k, -1, q, y.shape[-1] // q).permute(1, 2, 0, 3).reshape(*lead, self.out_features)
 
     def transpose(self, g: Tensor) -> Tensor:
+        if self._by_blocks(g):
+            g2 = g.reshape(-1, self.out_features)
+            x = g2.new_empty(g2.shape[0], self.in_features)
+            for _, p, w, out_cols, in_cols in self._blocks():
+                x[:, in_cols].addmm_(g2[:, out_cols], w, beta=0 if p == 0 else 1)  # Σ over the gates
+            return x.reshape(*g.shape[:-1], self.in_features)
         xs = torch.bmm(by_group(g, self.groups, self.gates), self.weight)  # (k, N, c)
         return xs.transpose(0, 1).reshape(*g.shape[:-1], self.in_features)
 
     def weight_grads(self, x: Tensor, g: Tensor) -> tuple[Tensor]:
-        xs = x.reshape(-1, self.groups, self.in_features // self.groups).transpose(0, 1)  # (k, N, c)
-        gs = by_group(g, self.groups, self.gates)  # (k, N, gates·h)
-        return (torch.bmm(gs.transpose(1, 2), xs),)  # dW_j = g_jᵀ x_j, (k, gates·h, c)
+        """dW_j = g_jᵀ x_j, one product per group and gate on column blocks of g and x as they lie: regrouping
+        the (T·B, out) g first (by_group) would copy all of it, slower here than the products themselves."""
+        k, q = self.groups, self.gates
+        x, g = x.reshape(-1, self.in_features), g.reshape(-1, self.out_features)
+        dw = g.new_empty(k, q * (self.out_features // (q * k)), self.in_features // k)
+        with torch.no_grad():  # closed form: no graph through it (and out= takes none)
+            for j, p, w, out_cols, in_cols in self._blocks():
+                torch.mm(g[:, out_cols].t(), x[:, in_cols], out=dw[j, p * w.shape[0]:(p + 1) * w.shape[0]])
+        return (dw,)
 
     def to_dense(self) -> Tensor:
         k, q = self.groups, self.gates
