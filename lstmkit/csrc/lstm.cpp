@@ -487,6 +487,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward", &lstmkit::backward, "backward(d_out, d_h_n, d_c_n, acts (consumed), cells, out, x, weight_ih, "
         "bias, h0, c0, weight_hh, peephole, weight_hr, batch_sizes, reverse, needs) -> [d_x, d_h0, d_c0, "
         "d_peephole, d_bias, d_weight_ih, d_weight_hh, d_weight_hr]");
+  m.def("empty_large", [](const std::vector<int64_t>& sizes, const at::Tensor& like) {
+    return lstmkit::empty_large(sizes, like.options());
+  }, "empty_large(sizes, like): torch.empty like `like`, backed by 2 MiB pages where it is large");
   m.def("step_forward", &lstmkit::step_forward, "step_forward(gates (in: pre-activations, out: activated), "
         "c_prev, peephole, c (out), h (out))");
   m.def("step_backward", &lstmkit::step_backward, "step_backward(dh, dc (in: dL/dc_t, out: dL/dc_{t-1}), acts, c, "

@@ -14,7 +14,7 @@ from lstmkit import maps
 from lstmkit.engine.hoisted import input_product
 from lstmkit.engine.inference import inference_layer, needs_grad
 from lstmkit.engine.schedule import steps
-from lstmkit.engine.step import step_backward, step_forward
+from lstmkit.engine.step import new_buffer, step_backward, step_forward
 from lstmkit.maps import Map
 from lstmkit.rowsum import sum_of_products
 
@@ -27,11 +27,11 @@ class Recurrence(torch.autograd.Function):
         batch_sizes, reverse, weight_hh, weight_hr = cfg
         N, H = gates_x.shape[0], gates_x.shape[1] // 4
         B, P = h0.shape
-        out = gates_x.new_empty(N, P)
-        acts = gates_x.new_empty(N, 4 * H)  # activated gates i, f, g, o of every row
-        cells = gates_x.new_empty(N, H)  # c_t
-        cells_prev = gates_x.new_empty(N, H)  # c_{t-1}
-        hiddens_prev = gates_x.new_empty(N, P)  # h_{t-1}, the recurrent map's input
+        out = new_buffer(gates_x, N, P)
+        acts = new_buffer(gates_x, N, 4 * H)  # activated gates i, f, g, o of every row
+        cells = new_buffer(gates_x, N, H)  # c_t
+        cells_prev = new_buffer(gates_x, N, H)  # c_{t-1}
+        hiddens_prev = new_buffer(gates_x, N, P)  # h_{t-1}, the recurrent map's input
         h_n, c_n = h0.new_empty(B, P), c0.new_empty(B, H)
         h_buffer = gates_x.new_empty(B, H) if weight_hr is not None else None  # h_t before the projection
         schedule = steps(batch_sizes, reverse)
@@ -64,7 +64,7 @@ class Recurrence(torch.autograd.Function):
         acts, cells, cells_prev, hiddens_prev, peephole = ctx.saved_tensors
         H = cells.shape[1]
         B, P = d_h_n.shape
-        d_gates = acts.new_empty(acts.shape)  # (N, 4H)
+        d_gates = new_buffer(acts, *acts.shape)  # (N, 4H)
         d_out_total = d_out.new_empty(d_out.shape) if weight_hr is not None else None  # (N, P): dL/dr_t
         d_h0, d_c0 = d_h_n.new_zeros(B, P), d_c_n.new_zeros(B, H)
         schedule = steps(batch_sizes, reverse)[::-1]

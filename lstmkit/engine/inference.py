@@ -13,7 +13,7 @@ from torch import Tensor
 
 from lstmkit import maps
 from lstmkit.engine.schedule import steps
-from lstmkit.engine.step import step_forward
+from lstmkit.engine.step import new_buffer, step_forward
 from lstmkit.maps import Map
 
 
@@ -29,7 +29,7 @@ def inference_layer(x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Tensor, w
     """`fused_layer`'s contract, x (N, I) -> out (N, P), h_n (B, P), c_n (B, H), with no autograd history."""
     gates_x = maps.apply(weight_ih, x)  # (N, 4H): the input half of every step in one product
     N, B, H, P = gates_x.shape[0], h0.shape[0], c0.shape[1], h0.shape[1]
-    out = gates_x.new_empty(N, P)
+    out = new_buffer(gates_x, N, P)
     gates = gates_x.new_empty(B, 4 * H)  # one step's gates, activated in place
     # the state of every sequence, updated in place on the rows that run: a sequence that has ended keeps its
     # final state in its row (forward in time); one that has not started keeps h0, c0 (backward in time)

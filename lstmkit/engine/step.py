@@ -49,3 +49,10 @@ def step_backward(dh: Tensor, dc: Tensor, acts: Tensor, c: Tensor, c_prev: Tenso
     d_a, dc_prev = lstm_pointwise_backward(dh, dc, acts, c, c_prev, peephole)
     d_gates.copy_(d_a)
     dc.copy_(dc_prev)
+
+
+def new_buffer(like: Tensor, *sizes: int) -> Tensor:
+    """like.new_empty(sizes), on the CPU backed by 2 MiB pages where Linux allows (the extension's empty_large):
+    the loop's (T·B, 4H) buffers are tens of MB, and a fresh one otherwise takes a page fault per 4 KiB."""
+    kernel = _kernel(like)
+    return kernel.empty_large(list(sizes), like) if kernel is not None else like.new_empty(sizes)
