@@ -15,8 +15,14 @@ from lstmkit.engine.hoisted import input_product
 from lstmkit.engine.inference import inference_layer, needs_grad
 from lstmkit.engine.schedule import steps
 from lstmkit.engine.step import new_buffer, step_backward, step_forward
-from lstmkit.maps import Map
+from lstmkit.maps import Compose, Map
 from lstmkit.rowsum import sum_of_products
+
+
+def factors(m: Map) -> tuple[Map, Map] | None:
+    """(inner, outer) of a composite recurrent map (a low-rank W2·W1, a mixed grouped map), whose middle
+    inner(h_{t-1}) and its gradient the loop keeps rather than recomputing them for the weight gradients."""
+    return (m.inner, m.outer) if isinstance(m, Compose) else None
 
 
 class Recurrence(torch.autograd.Function):
@@ -34,6 +40,8 @@ class Recurrence(torch.autograd.Function):
         hiddens_prev = new_buffer(gates_x, N, P)  # h_{t-1}, the recurrent map's input
         h_n, c_n = h0.new_empty(B, P), c0.new_empty(B, H)
         h_buffer = gates_x.new_empty(B, H) if weight_hr is not None else None  # h_t before the projection
+        chain = factors(weight_hh)
+        mids = new_buffer(gates_x, N, chain[0].out_features) if chain else None  # (N, r): inner(h_{t-1})
         schedule = steps(batch_sizes, reverse)
         h, c = h0[:schedule[0][2]], c0[:schedule[0][2]]
         for t, start, rows in schedule:
@@ -45,7 +53,11 @@ class Recurrence(torch.autograd.Function):
                 h, c = torch.cat((h, h0[h.shape[0]:rows])), torch.cat((c, c0[c.shape[0]:rows]))
             hiddens_prev[r], cells_prev[r] = h, c
             gates = acts[r]  # (rows, 4H): the pre-activations, then the activated gates
-            torch.add(gates_x[r], maps.apply(weight_hh, h), out=gates)
+            if chain:  # R = outer ∘ inner: the middle kept for the weight gradients
+                mids[r] = chain[0](h)
+                torch.add(gates_x[r], chain[1](mids[r]), out=gates)
+            else:
+                torch.add(gates_x[r], maps.apply(weight_hh, h), out=gates)
             h_full = out[r] if weight_hr is None else h_buffer[:rows]  # (rows, H)
             step_forward(gates, c, peephole, cells[r], h_full)
             c = cells[r]
@@ -54,14 +66,16 @@ class Recurrence(torch.autograd.Function):
                 out[r] = h
         h_n[:h.shape[0]], c_n[:c.shape[0]] = h, c
         ctx.cfg = cfg
-        ctx.save_for_backward(acts, cells, cells_prev, hiddens_prev, peephole)
+        ctx.save_for_backward(acts, cells, cells_prev, hiddens_prev, peephole, mids)
         return out, h_n, c_n
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out: Tensor, d_h_n: Tensor, d_c_n: Tensor):
         batch_sizes, reverse, weight_hh, weight_hr = ctx.cfg
-        acts, cells, cells_prev, hiddens_prev, peephole = ctx.saved_tensors
+        acts, cells, cells_prev, hiddens_prev, peephole, mids = ctx.saved_tensors
+        chain = factors(weight_hh)
+        d_mids = new_buffer(mids, *mids.shape) if chain else None  # (N, r): dL/d inner(h_{t-1})
         H = cells.shape[1]
         B, P = d_h_n.shape
         d_gates = new_buffer(acts, *acts.shape)  # (N, 4H)
@@ -83,7 +97,11 @@ class Recurrence(torch.autograd.Function):
                 d_out_total[r] = dh
                 dh = maps.apply_transpose(weight_hr, dh)  # r_t = W_hr h_t  =>  dh_t = W_hr^T dr_t
             step_backward(dh, dc, acts[r], cells[r], cells_prev[r], peephole, d_gates[r])  # dc becomes dL/dc_{t-1}
-            dh = maps.apply_transpose(weight_hh, d_gates[r])  # dL/dh_{t-1} = R^T dG_t
+            if chain:
+                d_mids[r] = chain[1].transpose(d_gates[r])
+                dh = chain[0].transpose(d_mids[r])  # dL/dh_{t-1} = R^T dG_t = inner^T outer^T dG_t
+            else:
+                dh = maps.apply_transpose(weight_hh, d_gates[r])  # dL/dh_{t-1} = R^T dG_t
         d_h0[:dh.shape[0]], d_c0[:dc.shape[0]] = dh, dc
 
         # after the loop, once over all N rows
@@ -98,7 +116,8 @@ class Recurrence(torch.autograd.Function):
         n_hh = len(maps.tensors(weight_hh))
         d_weights: list[Tensor | None] = [None] * (len(needs) - 5)
         if any(needs[5:5 + n_hh]):
-            d_weights[:n_hh] = maps.weight_grads(weight_hh, hiddens_prev, d_gates)  # sum_t dG_t^T h_{t-1}
+            d_weights[:n_hh] = ((*chain[0].weight_grads(hiddens_prev, d_mids), *chain[1].weight_grads(mids, d_gates))
+                                if chain else maps.weight_grads(weight_hh, hiddens_prev, d_gates))  # Σ dG_t^T h_{t-1}
         if weight_hr is not None and any(needs[5 + n_hh:]):
             h_full = acts[:, 3 * H:] * torch.tanh(cells)  # (N, H): h_t = o ⊙ tanh(c_t), recomputed
             d_weights[n_hh:] = maps.weight_grads(weight_hr, h_full, d_out_total)  # sum_t dr_t^T h_t
