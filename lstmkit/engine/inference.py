@@ -40,7 +40,7 @@ def inference_layer(x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Tensor, w
         r = slice(start, start + rows)
         g = gates[:rows]  # (rows, 4H)
         torch.add(gates_x[r], 0 if bias is None else bias, out=g)  # + b here: cheaper than a new (N, 4H) tensor
-        g += maps.apply(weight_hh, h[:rows])  # G_t = W_ih x_t + b + R(h_{t-1}), summed in fused_layer's order
+        maps.add_to(weight_hh, h[:rows], g)  # G_t = W_ih x_t + b + R(h_{t-1}), summed in fused_layer's order
         cell = c[:rows]  # c_{t-1}, overwritten with c_t
         if weight_hr is None:
             step_forward(g, cell, peephole, cell, h[:rows])

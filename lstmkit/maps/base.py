@@ -49,6 +49,10 @@ class LinearMap(nn.Module):
             return torch.autograd.grad(y, params, g, allow_unused=True)
 
 
+    def add_to(self, x: Tensor, out: Tensor) -> None:
+        """out += forward(x), without autograd; a map may fuse the sum into its product (one pass over out)."""
+        out += self.forward(x)
+
     def vjp(self, x: Tensor, g: Tensor, input_grad: bool = True,
             weight_grads: bool = True) -> tuple[Tensor | None, tuple[Tensor | None, ...]]:
         """(dL/dx, dL/d parameters) for y = forward(x) and dL/dy = g, each only where asked (else None):
@@ -89,6 +93,14 @@ def weight_grads(m: Map, x: Tensor, g: Tensor) -> tuple[Tensor | None, ...]:
     if isinstance(m, Tensor):
         return (g.t() @ x,)  # dW = g^T x, (out, in): one GEMM over all N rows
     return m.weight_grads(x, g)
+
+
+def add_to(m: Map, x: Tensor, out: Tensor) -> None:
+    """out += apply(m, x), in place, without autograd: out (..., out_features)."""
+    if isinstance(m, Tensor):
+        out.addmm_(x, m.t())  # the sum inside the GEMM
+    else:
+        m.add_to(x, out)
 
 
 def vjp(m: Map, x: Tensor, g: Tensor, input_grad: bool = True,

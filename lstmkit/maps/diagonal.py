@@ -41,6 +41,9 @@ class DiagonalMap(LinearMap):
     def forward(self, x: Tensor) -> Tensor:  # (..., in) -> (..., gates, in) -> (..., out)
         return (x.unsqueeze(-2) * self.diagonals()).flatten(-2)
 
+    def add_to(self, x: Tensor, out: Tensor) -> None:  # out_q += u_q ⊙ x in one pass
+        out.view(*out.shape[:-1], self.gates, self.in_features).addcmul_(x.unsqueeze(-2), self.diagonals())
+
     def transpose(self, g: Tensor) -> Tensor:  # Σ_q u_q ⊙ g_q
         return (g.unflatten(-1, (self.gates, self.in_features)) * self.diagonals()).sum(-2)
 
