@@ -2,39 +2,84 @@
 
 A checkpoint holds a nested state (config, vocabulary, weights, optimizer and scheduler state, RNG
 state, step, metrics). Tensors anywhere in it are stored as safetensors entries; everything else is
-JSON in the file's metadata. Nothing is pickled, so loading never executes code. Files are written
-atomically (temporary file in the same folder, fsync, os.replace): a crash leaves the previous file.
+JSON in the file's metadata. Nothing is pickled, so loading never executes code. The header also holds a
+SHA-256 of the whole file, so a truncated or flipped byte anywhere is refused. Files are written atomically
+(temporary file in the same folder, fsync, os.replace): a crash leaves the previous file. A run folder keeps the
+checkpoint before its latest one; loading the folder falls back to it, with a warning, when the latest is refused.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors.torch import load as safetensors_tensors
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-FORMAT, VERSION = "lstmkit-checkpoint", 1
+FORMAT, VERSION = "lstmkit-checkpoint", 2  # version 1 files (no checksum) are still read
 LATEST = "latest.safetensors"  # a run folder's most recent checkpoint
+PREVIOUS = "previous.safetensors"  # ... and the one before it
+CHECKSUM, PLACEHOLDER = "sha256", "0" * 64  # the checksum is of the file with its own value read as PLACEHOLDER
 
 
-def atomic_write(path: str | Path, data: bytes | str) -> None:
-    """Replace `path` by `data` all at once: readers see the old file or the new one, never a part."""
-    path = Path(path)
+def atomic_write(path: str | Path, data: bytes | str, keep: str | Path | None = None) -> None:
+    """Replace `path` by `data` all at once: readers see the old file or the new one, never a part. With `keep`,
+    the old file is first kept under that name. An OSError (e.g. a full disk) names the path and leaves the file
+    there as it was, with no temporary file behind."""
+    path, data = Path(path), data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; a run folder is meant to be shared
+        if keep is not None and path.is_file():
+            _keep(path, Path(keep))
         os.replace(tmp, path)
+        _sync_folder(path.parent)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        message = (f"could not write {path} ({len(data):,} bytes): {e.strerror or e}; expected room for the file "
+                   f"(is the disk full?). The file there is unchanged")
+        raise (OSError(e.errno, message) if e.errno else OSError(message)) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _keep(path: Path, keep: Path) -> None:
+    """`keep` becomes the file now at `path`: a hard link, so `path` never disappears (a rename where links fail)."""
+    link = keep.with_name(f".{keep.name}.{os.getpid()}.tmp")
+    try:
+        os.link(path, link)
+    except OSError:
+        os.replace(path, keep)  # until the new file lands, loading the folder falls back to `keep`
+        return
+    try:
+        os.replace(link, keep)
+    except BaseException:
+        link.unlink(missing_ok=True)
+        raise
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder, so its renames survive a power loss (where the platform allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def checkpoint_path(run_or_file: str | Path) -> Path:
@@ -74,31 +119,74 @@ def _join(tree, tensors: dict[str, torch.Tensor]):
     return tree
 
 
-def save_checkpoint(path: str | Path, state: dict) -> None:
+def _digest(data: bytes | memoryview, value: str) -> str:
+    """SHA-256 of a checkpoint file whose header stores the checksum `value`, that value read as PLACEHOLDER."""
+    data, field = memoryview(data), f'"{CHECKSUM}":"{value}"'.encode()
+    start = bytes(data[:8 + int.from_bytes(data[:8], "little")]).find(field)  # in the JSON header only
+    if start < 0:
+        return hashlib.sha256(data).hexdigest()
+    start += len(field) - len(value) - 1
+    digest = hashlib.sha256(data[:start])
+    digest.update(PLACEHOLDER.encode())
+    digest.update(data[start + len(value):])
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: str | Path, state: dict, keep: str | Path | None = None) -> None:
+    """Write `state` to `path` atomically; with `keep`, the checkpoint it replaces is kept under that name."""
     tensors: dict[str, torch.Tensor] = {}
     tree = _split(state, "", tensors)  # tensor names are paths in the state: 'trainer/model/decoder.weight'
-    metadata = {"format": FORMAT, "version": str(VERSION), "state": json.dumps(tree)}
-    atomic_write(path, safetensors_bytes(tensors, metadata))
+    metadata = {"format": FORMAT, "version": str(VERSION), "state": json.dumps(tree), CHECKSUM: PLACEHOLDER}
+    data = safetensors_bytes(tensors, metadata)
+    digest = _digest(data, PLACEHOLDER)  # then stored in the placeholder's place, which leaves it unchanged
+    data = data.replace(f'"{CHECKSUM}":"{PLACEHOLDER}"'.encode(), f'"{CHECKSUM}":"{digest}"'.encode(), 1)
+    atomic_write(path, data, keep)
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """The state saved by `save_checkpoint`; ValueError naming the problem for any other file."""
-    path = checkpoint_path(path)
+    """The state saved by `save_checkpoint`; ValueError naming the problem for any other file. For a run folder,
+    its latest checkpoint, or, after a warning naming what is wrong with that one, the previous one."""
+    path = Path(path)
+    if not path.is_dir():
+        return _load(path)
+    try:
+        return _load(path / LATEST)
+    except (ValueError, FileNotFoundError) as e:
+        if not (path / PREVIOUS).is_file():
+            raise
+        problem = e
+    try:
+        state = _load(path / PREVIOUS)
+    except (ValueError, FileNotFoundError) as e:
+        raise ValueError(f"{path} holds no usable checkpoint: {problem}; and {e}") from None
+    print(f"lstmkit: warning: {problem}. Using {path / PREVIOUS}, the checkpoint before it", file=sys.stderr)
+    return state
+
+
+def _load(path: Path) -> dict:
+    """One checkpoint file's state, checked."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; expected a run folder containing {LATEST} "
                                 "or a checkpoint file written by `lstmkit train`")
     expected = "expected an lstmkit checkpoint (a safetensors file written by `lstmkit train`)"
+    data = path.read_bytes()
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
+        tensors = safetensors_tensors(data)
+        metadata = json.loads(data[8:8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
     except Exception as e:  # safetensors reports truncation and foreign bytes as SafetensorError
         raise ValueError(f"{path} is not readable: {e}; {expected}") from None
+    stored = metadata.get(CHECKSUM)
+    if stored is not None and (found := _digest(data, stored)) != stored:
+        raise ValueError(f"{path} is damaged: its SHA-256 checksum does not match (expected {stored}, as stored in "
+                         f"its header; found {found}); expected the file exactly as lstmkit wrote it")
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{path} is a safetensors file without lstmkit metadata (format={metadata.get('format')!r}); "
                          f"{expected}")
-    if metadata.get("version") != str(VERSION):
-        raise ValueError(f"{path} has checkpoint version {metadata.get('version')}; expected version {VERSION}")
+    if metadata.get("version") not in ("1", str(VERSION)):
+        raise ValueError(f"{path} has checkpoint version {metadata.get('version')}; expected version 1 to {VERSION}")
+    if stored is None and metadata["version"] != "1":
+        raise ValueError(f"{path} has no {CHECKSUM} checksum in its header, as checkpoint version {VERSION} has; "
+                         f"{expected}")
     try:
         return _join(json.loads(metadata["state"]), tensors)
     except (KeyError, TypeError, ValueError) as e:

@@ -78,7 +78,7 @@ class TrainConfig(Checked):
     clip: float = option(1.0, "clip the gradient norm to this value; 0: no clipping")
     time_budget: float = option(90.0, "seconds of training (evaluation not counted); used when --steps is 0")
     steps: int = option(0, "optimizer steps to train; 0: train for --time-budget seconds")
-    eval_interval: int = option(0, "steps between evaluations; 0: ten evaluations over the budget")
+    eval_interval: int = option(0, "steps between evaluations, each followed by a checkpoint; 0: ten over the budget")
     seed: int = option(1337, "random seed for initialization, dropout, task data and sampling")
     device: str = option("auto", "where to train; auto: cuda when available", choices=("auto", "cpu", "cuda"))
     out: str = option("", "run folder; empty: runs/<timestamp>")

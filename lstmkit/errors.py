@@ -1,4 +1,5 @@
-"""User-facing errors: a command reports ValueError / FileNotFoundError as one line and exits with code 2."""
+"""User-facing errors: a command reports ValueError / OSError (a missing file, a full disk) as one line and exits
+with code 2."""
 from __future__ import annotations
 
 import functools
@@ -10,7 +11,7 @@ def report_errors(main):
     def wrapper(args) -> int:
         try:
             return main(args)
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, OSError) as e:
             print(f"lstmkit {getattr(args, 'command', '')}: error: {e}", file=sys.stderr)
             return 2
     return wrapper

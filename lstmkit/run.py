@@ -1,4 +1,5 @@
-"""A run folder: config.json, <metadata>.json (e.g. vocab.json), latest.safetensors, metrics.csv, curve.png, sample.txt.
+"""A run folder: config.json, <metadata>.json (e.g. vocab.json), latest.safetensors (and previous.safetensors, the
+checkpoint before it), metrics.csv, curve.png, sample.txt.
 
 Every file is rewritten atomically from the trainer's state, so the folder always describes one
 consistent moment of the run; the checkpoint is the source of truth that `--resume` reads.
@@ -11,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from lstmkit.checkpoint import LATEST, atomic_write, save_checkpoint
+from lstmkit.checkpoint import LATEST, PREVIOUS, atomic_write, load_checkpoint, save_checkpoint
 
 LOSS_COLUMNS = ("train_loss", "valid_loss", "baseline_loss")
 
@@ -25,6 +26,9 @@ class RunFolder:
     def __init__(self, path: str | Path, tensorboard: bool = False):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.glob(".*.tmp"):  # left by a write that was killed; this process is the only writer
+            stale.unlink(missing_ok=True)
+        self.latest_ok = False  # whether latest.safetensors is known good (written by this process, or checked)
         self.writer = None
         if tensorboard:
             try:
@@ -45,8 +49,9 @@ class RunFolder:
         self.write_text(name, json.dumps(obj, indent=2) + "\n")
 
     def save(self, state: dict, history: list[dict]) -> None:
-        """Checkpoint first, then the files derived from it."""
-        save_checkpoint(self.checkpoint, state)
+        """Checkpoint first (the one it replaces kept as previous.safetensors), then the files derived from it."""
+        save_checkpoint(self.checkpoint, state, self.path / PREVIOUS if self.keep_latest() else None)
+        self.latest_ok = True
         self.write_metrics(history)
         if history:
             self.plot(history)
@@ -54,6 +59,17 @@ class RunFolder:
                 for key, value in history[-1].items():
                     self.writer.add_scalar(key, value, history[-1]["step"])
                 self.writer.flush()
+
+    def keep_latest(self) -> bool:
+        """Whether the checkpoint about to be replaced is good, so worth keeping: after resuming from the previous
+        checkpoint because the latest was damaged, the damaged one must not take the good one's place."""
+        if not self.latest_ok and self.checkpoint.is_file():
+            try:
+                load_checkpoint(self.checkpoint)
+                self.latest_ok = True
+            except ValueError:
+                pass
+        return self.latest_ok
 
     def write_metrics(self, history: list[dict]) -> None:
         """metrics.csv: one row per evaluation."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from lstmkit import config
-from lstmkit.checkpoint import LATEST, checkpoint_path, load_checkpoint
+from lstmkit.checkpoint import LATEST, PREVIOUS, checkpoint_path, load_checkpoint
 from lstmkit.config import CONFIGS, DataConfig, ModelConfig, TrainConfig
 from lstmkit.distributed import setup, teardown
 from lstmkit.engine import native
@@ -128,7 +128,7 @@ def main(args: argparse.Namespace) -> int:
         saved = load_checkpoint(train_cfg.resume)
         model_cfg, data_cfg, saved_train_cfg = resume_configs(saved, model_cfg, data_cfg, train_cfg, train_cfg.resume)
         train_cfg = replace(saved_train_cfg, resume=train_cfg.resume, out=str(checkpoint_path(train_cfg.resume).parent))
-    elif train_cfg.out and (Path(train_cfg.out) / LATEST).exists():
+    elif train_cfg.out and any((Path(train_cfg.out) / name).exists() for name in (LATEST, PREVIOUS)):
         raise ValueError(f"{train_cfg.out} already holds a run ({LATEST}); expected a new folder for --out, "
                          f"or --resume {train_cfg.out} to continue it")
     summary = train(model_cfg, data_cfg, train_cfg, saved)

@@ -1,13 +1,15 @@
-"""Checks for structured maps: the protocol against the map's own dense matrix, and gradcheck through the engine."""
+"""Checks for structured maps: the protocol against the map's own dense matrix, an LSTM against the dense LSTM of its
+to_dense(), and gradcheck through the engine."""
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 from torch.utils.flop_counter import FlopCounterMode
 
 from lstmkit import maps
 from lstmkit.engine import fused_layer
-from assertions import assert_rel
+from assertions import assert_rel, run_and_grad
 
 
 def check_protocol(m: maps.LinearMap, rows: int = 7, tol: float = 1e-10, other_flops: int = 0) -> None:
@@ -34,6 +36,54 @@ def check_protocol(m: maps.LinearMap, rows: int = 7, tol: float = 1e-10, other_f
     with counter, torch.no_grad():
         m(x)
     assert m.flops(rows) == counter.get_total_flops() // 2 + other_flops
+
+
+def couple_biases(lstm):
+    """Store the biases as the maps tie them (for Coupled: b_f = -b_i), so that to_torch() sees the used bias."""
+    with torch.no_grad():
+        for names in lstm._weight_names():
+            for n in (n for n in names if n.startswith("bias")):
+                for w in (getattr(lstm, names[0]), getattr(lstm, names[1])):
+                    if hasattr(w, "gate_bias"):
+                        getattr(lstm, n).copy_(w.gate_bias(getattr(lstm, n)))
+
+
+def _fresh(t):
+    """A new leaf holding `t`'s values (a PackedSequence's data), requiring grad where `t` does."""
+    if isinstance(t, PackedSequence):
+        return PackedSequence(_fresh(t.data), t.batch_sizes, t.sorted_indices, t.unsorted_indices)
+    return t.detach().clone().requires_grad_(t.requires_grad)
+
+
+def assert_same_as_dense(lstm, dense, x, hx, tol=1e-5):
+    """Outputs, states and the gradients of the input (and of h_0, c_0 where they require grad) equal; every
+    structured parameter's gradient equals the dense gradient pulled back through to_dense() (and through
+    gate_bias for the biases). `x` may be a PackedSequence."""
+    out, h, c, grads = run_and_grad(lstm, x, hx)
+    out_d, h_d, c_d, grads_d = run_and_grad(dense, _fresh(x), None if hx is None else tuple(map(_fresh, hx)))
+    for a, e, what in ((out, out_d, "output"), (h, h_d, "h_n"), (c, c_d, "c_n")):
+        assert_rel(a, e, tol, what)
+    for leaf in ("input", "h0", "c0"):
+        assert (leaf in grads) == (leaf in grads_d), leaf
+        if leaf in grads:
+            assert_rel(grads[leaf], grads_d[leaf], tol, f"grad {leaf}")
+    expected = {}  # parameter -> pulled-back gradient (a shared W2 collects from both maps)
+    for n, m in [*lstm._parameters.items(), *lstm._modules.items()]:
+        if isinstance(m, maps.LinearMap):
+            pulled = torch.autograd.grad(m.to_dense(), list(m.parameters()), grads_d[n])
+            for p, g in zip(m.parameters(), pulled):
+                expected[p] = expected.get(p, 0) + g
+        elif n.startswith("bias"):
+            b = tied = m.detach().requires_grad_()
+            for w in (getattr(lstm, "weight_ih" + n[7:]), getattr(lstm, "weight_hh" + n[7:])):  # n[7:]: "_l{k}..."
+                tied = w.gate_bias(tied) if hasattr(w, "gate_bias") else tied
+            expected[m] = torch.autograd.grad(tied, b, grads_d[n])[0]
+        else:
+            expected[m] = grads_d[n]
+    params = dict(lstm.named_parameters())
+    assert set(map(id, expected)) == set(map(id, params.values()))
+    for name, p in params.items():
+        assert_rel(grads[name], expected[p], tol, f"grad {name}")
 
 
 class Layer(nn.Module):

@@ -9,8 +9,8 @@ import lstmkit
 from lstmkit import maps
 from lstmkit.compress import densify
 from lstmkit.maps import (CirculantMap, DiagonalMap, GroupedMap, LowRankMap, MixedGroupedMap, SharedGatesMap)
-from assertions import assert_rel, run_and_grad
-from map_checks import check_protocol, gradcheck_engine
+from assertions import assert_rel
+from map_checks import assert_same_as_dense, check_protocol, couple_biases, gradcheck_engine
 
 F64 = {"dtype": torch.float64}
 I, H, P = 6, 8, 4  # LSTM sizes for the layer tests
@@ -89,43 +89,6 @@ PROJ_CASES = {  # proj_size=P, peephole=True: compared with densify(lstm) (lstmk
     "shared": {"gates": lstmkit.SharedGates(("i", "f"), ("g", "o"))},
     "coupled": {"gates": lstmkit.Coupled()},
 }
-
-
-def couple_biases(lstm):
-    """Store the biases as the maps tie them (for Coupled: b_f = -b_i), so that to_torch() sees the used bias."""
-    with torch.no_grad():
-        for names in lstm._weight_names():
-            for n in (n for n in names if n.startswith("bias")):
-                for w in (getattr(lstm, names[0]), getattr(lstm, names[1])):
-                    if hasattr(w, "gate_bias"):
-                        getattr(lstm, n).copy_(w.gate_bias(getattr(lstm, n)))
-
-
-def assert_same_as_dense(lstm, dense, x, hx, tol=1e-5):
-    """Outputs, states and input gradients equal; every structured parameter's gradient equals the dense
-    gradient pulled back through to_dense() (and through gate_bias for the biases)."""
-    out, h, c, grads = run_and_grad(lstm, x, hx)
-    out_d, h_d, c_d, grads_d = run_and_grad(dense, x.detach().clone().requires_grad_(), hx)
-    for a, e, what in ((out, out_d, "output"), (h, h_d, "h_n"), (c, c_d, "c_n"),
-                       (grads["input"], grads_d["input"], "grad input")):
-        assert_rel(a, e, tol, what)
-    expected = {}  # parameter -> pulled-back gradient (a shared W2 collects from both maps)
-    for n, m in [*lstm._parameters.items(), *lstm._modules.items()]:
-        if isinstance(m, maps.LinearMap):
-            pulled = torch.autograd.grad(m.to_dense(), list(m.parameters()), grads_d[n])
-            for p, g in zip(m.parameters(), pulled):
-                expected[p] = expected.get(p, 0) + g
-        elif n.startswith("bias"):
-            b = tied = m.detach().requires_grad_()
-            for w in (getattr(lstm, "weight_ih" + n[7:]), getattr(lstm, "weight_hh" + n[7:])):  # n[7:]: "_l{k}..."
-                tied = w.gate_bias(tied) if hasattr(w, "gate_bias") else tied
-            expected[m] = torch.autograd.grad(tied, b, grads_d[n])[0]
-        else:
-            expected[m] = grads_d[n]
-    params = dict(lstm.named_parameters())
-    assert set(map(id, expected)) == set(map(id, params.values()))
-    for name, p in params.items():
-        assert_rel(grads[name], expected[p], tol, f"grad {name}")
 
 
 @pytest.mark.parametrize("case", LAYER_CASES)
@@ -279,26 +242,39 @@ def test_parameter_counts(case, spec):
 
 # --- bad options -----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: lstmkit.LowRank(0), "rank must be a positive int, got 0"),
-    (lambda: lstmkit.LSTM(I, H, recurrent=lstmkit.LowRank(9)), r"rank must be in \[1, .* = \[1, 8\].*got 9"),
-    (lambda: lstmkit.LSTM(I, H, gates=lstmkit.LowRank(15)), r"\[1, 14\].*got 15"),
-    (lambda: lstmkit.Grouped(0), "groups must be a positive int, got 0"),
-    (lambda: lstmkit.LSTM(I, H, recurrent=lstmkit.Grouped(3)), r"groups must divide out_features / gates=8, got 3"),
-    (lambda: lstmkit.LSTM(I, H, input=lstmkit.Grouped(4)), r"groups must divide in_features=6, got 4"),
-    (lambda: lstmkit.Circulant(0), "block must be a positive int, got 0"),
-    (lambda: lstmkit.Circulant(-16), "block must be a positive int, got -16"),
-    (lambda: lstmkit.LSTM(I, H, proj_size=P, recurrent=lstmkit.Diagonal()),
-     r"expected out_features=16 for in_features=4, got out_features=32"),
-    (lambda: lstmkit.LSTM(I, H, input=lstmkit.Diagonal()), r"expected out_features=24 .* got out_features=32"),
-    (lambda: lstmkit.Diagonal(bound=0), "bound must be a positive float or None, got 0"),
-    (lambda: lstmkit.SharedGates(("i", "x")), "SharedGates takes sets of at least two of the gates"),
-    (lambda: lstmkit.SharedGates(("i", "f"), ("f", "o")), "each gate in one set"),
-    (lambda: lstmkit.LSTM(I, H, proj_size=3, projection=lstmkit.Coupled()), r"must divide out_features=3"),
-])
-def test_bad_options_raise_value_errors(make, match):
-    with pytest.raises(ValueError, match=match):
-        make()
+# (what is wrong, the call, the exception, a regex the message must match)
+BAD_OPTIONS = [
+    ("LowRank rank zero", lambda: lstmkit.LowRank(0), ValueError, "rank must be a positive int, got 0"),
+    ("LowRank rank above the matrix's", lambda: lstmkit.LSTM(I, H, recurrent=lstmkit.LowRank(9)), ValueError,
+     r"rank must be in \[1, .* = \[1, 8\].*got 9"),
+    ("joint LowRank rank above [W_ih, W_hh]'s", lambda: lstmkit.LSTM(I, H, gates=lstmkit.LowRank(15)), ValueError,
+     r"\[1, 14\].*got 15"),
+    ("Grouped groups zero", lambda: lstmkit.Grouped(0), ValueError, "groups must be a positive int, got 0"),
+    ("Grouped groups not dividing hidden_size", lambda: lstmkit.LSTM(I, H, recurrent=lstmkit.Grouped(3)), ValueError,
+     r"groups must divide out_features / gates=8, got 3"),
+    ("Grouped groups not dividing input_size", lambda: lstmkit.LSTM(I, H, input=lstmkit.Grouped(4)), ValueError,
+     r"groups must divide in_features=6, got 4"),
+    ("Circulant block zero", lambda: lstmkit.Circulant(0), ValueError, "block must be a positive int, got 0"),
+    ("Circulant block negative", lambda: lstmkit.Circulant(-16), ValueError, "block must be a positive int, got -16"),
+    ("recurrent Diagonal with a projection", lambda: lstmkit.LSTM(I, H, proj_size=P, recurrent=lstmkit.Diagonal()),
+     ValueError, r"expected out_features=16 for in_features=4, got out_features=32"),
+    ("input Diagonal with input_size != hidden_size", lambda: lstmkit.LSTM(I, H, input=lstmkit.Diagonal()),
+     ValueError, r"expected out_features=24 .* got out_features=32"),
+    ("Diagonal bound zero", lambda: lstmkit.Diagonal(bound=0), ValueError,
+     "bound must be a positive float or None, got 0"),
+    ("SharedGates with an unknown gate", lambda: lstmkit.SharedGates(("i", "x")), ValueError,
+     "SharedGates takes sets of at least two of the gates"),
+    ("SharedGates with a gate in two sets", lambda: lstmkit.SharedGates(("i", "f"), ("f", "o")), ValueError,
+     "each gate in one set"),
+    ("Coupled as the projection", lambda: lstmkit.LSTM(I, H, proj_size=3, projection=lstmkit.Coupled()), ValueError,
+     r"must divide out_features=3"),
+]
+
+
+@pytest.mark.parametrize("what,call,exc,match", BAD_OPTIONS, ids=[c[0] for c in BAD_OPTIONS])
+def test_bad_options(what, call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
 
 
 # --- the benchmark study runs ----------------------------------------------------------------------------------
