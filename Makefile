@@ -16,5 +16,8 @@ run: $(BIN)/lstmkit          ## set up, then run the main job
 test: $(BIN)/lstmkit         ## set up, then run the tests
 	$(BIN)/python -m pytest -m "not slow"
 
-bench: $(BIN)/lstmkit        ## regenerate every section of BENCHMARKS.md and benchmarks/*.json (about 30 min)
+DATA ?= ../shared/data/tinyshakespeare.txt
+
+bench: $(BIN)/lstmkit        ## regenerate every section of BENCHMARKS.md and benchmarks/*.json (about 65 min)
 	for study in engine fusion structures compress; do $(BIN)/lstmkit bench --study $$study --out benchmarks || exit 1; done
+	$(BIN)/lstmkit bench --study quality --data $(DATA) --out benchmarks

@@ -131,7 +131,7 @@ def _garbage(folder):
     ("run", ["--to", "lowrank"], "needs an argument"),
     ("run", ["--to", "lowrank:999"], "rank must be in"),
     ("run", [], "nothing to do"),
-    ("run", ["--distill"], "--finetune-steps"),
+    ("run", ["--to", "lowrank:4", "--distill"], "--distill trains .*expected --finetune-steps N > 0"),
     ("inside", ["--prune", "0.5"], "inside the input run folder"),
 ])
 def test_bad_input(run, tmp_path, capsys, case, args, message):

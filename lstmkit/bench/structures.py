@@ -185,7 +185,8 @@ def markdown(results: dict, image: str | None = None) -> str:
         "processes on a shared machine hold the cores. `params` and `gate FLOPs` are relative to the dense LSTM "
         "(gate FLOPs: multiply-adds of W_ih and W_hh over all T·B rows, from each map's `flops()`). Every "
         "structure is checked against the dense LSTM of its own `to_dense()` before timing. Structured layers "
-        "run the fused Python engine (hand-written BPTT, one map call per step); `dense` is the dense layer on that "
+        "run the fused engine (a Python time loop, hand-written BPTT: per step one map call and one native "
+        "pointwise kernel; inference without autograd); `dense` is the dense layer on that "
         "same engine, and `floor` (diagonal W_ih and W_hh, no GEMMs) is that engine's fixed cost.",
         report.table(HEADERS, body),
         "Targets met: " + ", ".join(f"{sum(map(bool, v))} of {len(v)} by {CLOCKS[c]}" for c, v in met.items()) + ".",

@@ -32,8 +32,25 @@ const at::Tensor* peephole_of(const std::optional<at::Tensor>& peephole, int64_t
   return &*peephole;
 }
 
-// Rows per parallel chunk: about 16 K elements of work each.
-int64_t grain(int64_t H) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(H, 1)); }
+// fn(r, u, n) for every row r and every vector of hidden units [u, u + n), rows in parallel, about 16 K
+// elements of work per chunk.
+template <typename T, typename Fn>
+void for_each_vector(int64_t rows, int64_t H, const Fn& fn) {
+  constexpr int64_t L = Vectorized<T>::size();
+  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(H, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t u = 0; u < H; u += L) fn(r, u, static_cast<int>(std::min(L, H - u)));
+  });
+}
+
+// The rows of a matrix whose rows may be strided: rows[r] points at row r.
+template <typename T>
+struct Rows {
+  T* data;
+  int64_t stride;
+  explicit Rows(const at::Tensor& t) : data(t.data_ptr<T>()), stride(t.stride(0)) {}
+  T* operator[](int64_t r) const { return data + r * stride; }
+};
 
 }  // namespace
 
@@ -47,22 +64,14 @@ void step_forward(at::Tensor gates, const at::Tensor& c_prev, const std::optiona
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstmkit_step_forward", [&] {
     using T = scalar_t;
     using V = Vectorized<T>;
-    constexpr int64_t L = V::size();
     const T* w = peep ? peep->data_ptr<T>() : nullptr;
-    at::parallel_for(0, rows, grain(H), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        T* a = gates.data_ptr<T>() + r * gates.stride(0);
-        const T* cp = c_prev.data_ptr<T>() + r * c_prev.stride(0);
-        T* cr = c.data_ptr<T>() + r * c.stride(0);
-        T* hr = h.data_ptr<T>() + r * h.stride(0);
-        for (int64_t u = 0; u < H; u += L) {
-          const int n = static_cast<int>(std::min(L, H - u));
-          const auto s = cell_forward<T>(V::loadu(a + u, n), V::loadu(a + H + u, n), V::loadu(a + 2 * H + u, n),
-                                         V::loadu(a + 3 * H + u, n), V::loadu(cp + u, n), Peep<T>(w, H, u, n));
-          s.i.store(a + u, n), s.f.store(a + H + u, n), s.g.store(a + 2 * H + u, n), s.o.store(a + 3 * H + u, n);
-          s.c.store(cr + u, n), s.h.store(hr + u, n);
-        }
-      }
+    const Rows<T> G(gates), C_prev(c_prev), C(c), Hs(h);
+    for_each_vector<T>(rows, H, [&](int64_t r, int64_t u, int n) {
+      T* a = G[r] + u;
+      const auto s = cell_forward<T>(V::loadu(a, n), V::loadu(a + H, n), V::loadu(a + 2 * H, n),
+                                     V::loadu(a + 3 * H, n), V::loadu(C_prev[r] + u, n), Peep<T>(w, H, u, n));
+      s.i.store(a, n), s.f.store(a + H, n), s.g.store(a + 2 * H, n), s.o.store(a + 3 * H, n);
+      s.c.store(C[r] + u, n), s.h.store(Hs[r] + u, n);
     });
   });
 }
@@ -79,25 +88,18 @@ void step_backward(const at::Tensor& dh, at::Tensor dc, const at::Tensor& acts, 
   AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstmkit_step_backward", [&] {
     using T = scalar_t;
     using V = Vectorized<T>;
-    constexpr int64_t L = V::size();
     const T* w = peep ? peep->data_ptr<T>() : nullptr;
-    at::parallel_for(0, rows, grain(H), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const T* a = acts.data_ptr<T>() + r * acts.stride(0);
-        const T* cr = c.data_ptr<T>() + r * c.stride(0);
-        const T* cp = c_prev.data_ptr<T>() + r * c_prev.stride(0);
-        const T* d_h = dh.data_ptr<T>() + r * dh.stride(0);
-        T* d_c = dc.data_ptr<T>() + r * dc.stride(0);
-        T* dg = d_gates.data_ptr<T>() + r * d_gates.stride(0);
-        for (int64_t u = 0; u < H; u += L) {
-          const int n = static_cast<int>(std::min(L, H - u));
-          const auto s = cell_backward<T>(V::loadu(a + u, n), V::loadu(a + H + u, n), V::loadu(a + 2 * H + u, n),
-                                          V::loadu(a + 3 * H + u, n), V::loadu(cr + u, n), V::loadu(cp + u, n),
-                                          V::loadu(d_h + u, n), V::loadu(d_c + u, n), Peep<T>(w, H, u, n));
-          s.da_i.store(dg + u, n), s.da_f.store(dg + H + u, n), s.da_g.store(dg + 2 * H + u, n);
-          s.da_o.store(dg + 3 * H + u, n), s.dc_prev.store(d_c + u, n);
-        }
-      }
+    const Rows<T> A(acts), C(c), C_prev(c_prev), DH(dh), DC(dc), DG(d_gates);
+    for_each_vector<T>(rows, H, [&](int64_t r, int64_t u, int n) {
+      const T* a = A[r] + u;
+      T* d_c = DC[r] + u;
+      T* dg = DG[r] + u;
+      const auto s = cell_backward<T>(V::loadu(a, n), V::loadu(a + H, n), V::loadu(a + 2 * H, n),
+                                      V::loadu(a + 3 * H, n), V::loadu(C[r] + u, n), V::loadu(C_prev[r] + u, n),
+                                      V::loadu(DH[r] + u, n),
+                                      V::loadu(d_c, n), Peep<T>(w, H, u, n));
+      s.da_i.store(dg, n), s.da_f.store(dg + H, n), s.da_g.store(dg + 2 * H, n), s.da_o.store(dg + 3 * H, n);
+      s.dc_prev.store(d_c, n);
     });
   });
 }
