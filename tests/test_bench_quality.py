@@ -20,6 +20,17 @@ def test_quick_quality_study_reports_the_runs_metrics(tmp_path):
     assert row["passes"] == (row["final_valid_loss"] <= 1.50)
     md = (tmp_path / "BENCHMARKS.md").read_text()
     assert "<!-- bench:quality -->" in md and "(benchmarks/quality.png)" in md and f"{row['final_valid_loss']:.4f}" in md
+    # a rerun replaces the study's own run folder (lstmkit train would refuse to write over a run)
+    assert main(["bench", "--quick", "--study", "quality", "--data", str(corpus), "--budgets", "180",
+                 "--out", str(out)]) == 0
+
+
+def test_a_failing_training_run_stops_the_study_with_its_exit_code(tmp_path):
+    binary = tmp_path / "corpus.bin"
+    binary.write_bytes(bytes(range(256)) * 10)  # not text: lstmkit train refuses it
+    with pytest.raises(SystemExit, match="failed with exit code 2"):
+        main(["bench", "--quick", "--study", "quality", "--data", str(binary), "--budgets", "180",
+              "--out", str(tmp_path / "benchmarks")])
 
 
 @pytest.mark.parametrize("args, message", [
