@@ -58,7 +58,9 @@ def _build():
     # at::parallel_for is a header template: compiled without OpenMP it runs on one thread
     openmp = ["-fopenmp"] if "parallel backend: OpenMP" in torch.__config__.parallel_info() else []
     files = sorted(CSRC.glob("*.cpp")) + sorted(CSRC.glob("*.h"))
-    build = f"{torch.__version__} {sys.version_info[:2]} {flags} {openmp}".encode()
+    # the checkout's path too: torch rebuilds a cached extension whose sources moved, so two checkouts sharing one
+    # name would rebuild each other's build on every first use
+    build = f"{torch.__version__} {sys.version_info[:2]} {flags} {openmp} {CSRC}".encode()
     digest = hashlib.sha256(b"".join([build, *(f.read_bytes() for f in files)])).hexdigest()[:12]
     name = f"lstmkit_native_{isa.lower()}_{digest}"
     try:
