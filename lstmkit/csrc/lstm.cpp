@@ -320,16 +320,19 @@ struct Backward {
         counts.push_back(projection.count);
       }
     }
-    const int64_t most = std::max(recurrent_panels.count + input.count, projection.count);
-    run_phases(counts, team_size(most), [&](int64_t phase, int64_t i) {
+    const int64_t most = std::max(recurrent_panels.count + input.count, projection.count), workers = team_size(most);
+    // a recurrent phase's items: panels of dL/dh_{t-1} and of dL/dx_t, which may differ in width
+    const auto kinds = [&](int64_t k) {
+      return TwoKinds{recurrent_panels.count, k < steps.count() ? input.count : 0, workers};
+    };
+    run_phases(counts, workers, [&](int64_t phase, int64_t i) {
       const auto [k, projection_phase] = phases[phase];
-      if (projection_phase) {
-        project(k - 1, i);
-      } else if (i < recurrent_panels.count) {
-        recurrent(k, i);
-      } else {
-        input_grad(k, i - recurrent_panels.count);
-      }
+      if (projection_phase) return project(k - 1, i);
+      const auto [input_item, j] = kinds(k)[i];
+      input_item ? input_grad(k, j) : recurrent(k, j);
+    }, [&](int64_t phase, int64_t w) {
+      const auto [k, projection_phase] = phases[phase];
+      return projection_phase ? share(counts[phase], w, workers).first : kinds(k).first(w);
     });
   }
 };

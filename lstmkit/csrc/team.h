@@ -49,8 +49,12 @@ inline void wait_until(const std::atomic<int64_t>& counter, int64_t target) {
 // uses stay in its core's cache from step to step), then any still unclaimed in the others' shares. So, unlike
 // a static split with a barrier, a worker the OS deschedules on a busy machine holds a step up only if it stops
 // in the middle of its items, and a worker that a busy thread pool never starts holds nothing up at all.
-template <typename Item>
-void run_phases(const std::vector<int64_t>& counts, int64_t workers, const Item& item) {
+//
+// `first(phase, worker)` is where the worker's share begins (shares are contiguous and in worker order, the last
+// ending at counts[phase]); by default the items are split evenly by count. A caller whose items differ in cost
+// orders them so that equal costs fall to each share and says where each begins.
+template <typename Item, typename First>
+void run_phases(const std::vector<int64_t>& counts, int64_t workers, const Item& item, const First& first) {
   const int64_t phases = static_cast<int64_t>(counts.size());
   if (workers <= 1) {
     for (int64_t p = 0; p < phases; ++p)
@@ -64,16 +68,37 @@ void run_phases(const std::vector<int64_t>& counts, int64_t workers, const Item&
       int64_t finished = 0;
       for (int64_t k = 0; k < workers; ++k) {
         const int64_t owner = (worker + k) % workers;
-        const auto [begin, end] = share(counts[p], owner, workers);
+        const int64_t begin = first(p, owner), end = owner + 1 < workers ? first(p, owner + 1) : counts[p];
         std::atomic<int64_t>& next = claimed[p * workers + owner].n;
         for (int64_t i; (i = begin + next.fetch_add(1, std::memory_order_relaxed)) < end; ++finished) item(p, i);
       }
       if (finished) done[p].n.fetch_add(finished, std::memory_order_release);  // one shared write per phase
     }
   };
-  at::parallel_for(0, workers, 1, [&](int64_t first, int64_t last) {
-    for (int64_t w = first; w < last; ++w) work(w);
+  at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
+    for (int64_t w = w0; w < w1; ++w) work(w);
   });
 }
+
+template <typename Item>
+void run_phases(const std::vector<int64_t>& counts, int64_t workers, const Item& item) {
+  run_phases(counts, workers, item, [&](int64_t p, int64_t w) { return share(counts[p], w, workers).first; });
+}
+
+// The items of a phase of two kinds, `a` of the first and `b` of the second, ordered so that each worker's share
+// holds its even share of each kind: items of different cost then still split evenly.
+struct TwoKinds {
+  int64_t a, b, workers;
+  int64_t first(int64_t worker) const { return share(a, worker, workers).first + share(b, worker, workers).first; }
+  // Item i as {second kind?, its index among its kind}.
+  std::pair<bool, int64_t> operator[](int64_t i) const {
+    int64_t w = workers - 1;
+    while (w > 0 && first(w) > i) --w;
+    const auto [a0, a1] = share(a, w, workers);
+    const int64_t offset = i - first(w);
+    if (offset < a1 - a0) return {false, a0 + offset};
+    return {true, share(b, w, workers).first + offset - (a1 - a0)};
+  }
+};
 
 }  // namespace lstmkit
