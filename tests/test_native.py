@@ -171,6 +171,21 @@ def test_auto_picks_native_for_dense_cpu_and_fused_otherwise(monkeypatch):
     assert calls == ["native", "fused", "fused"]
 
 
+def test_auto_sends_a_single_row_without_gradient_to_fused(monkeypatch):
+    """Token-by-token generation: one row is a matrix-vector product, cheaper than packing the weights for."""
+    calls = []
+    monkeypatch.setattr(native, "native_layer", lambda *a, **k: calls.append("native"))
+    monkeypatch.setattr(native, "fused_layer", lambda *a, **k: calls.append("fused"))
+    monkeypatch.setattr(native, "extension", lambda: object())
+    x, h0, c0, w_ih, w_hh, bias, _, _ = layer_args([1], False, False, torch.float32)
+    auto_layer(x, [1], h0, c0, w_ih, w_hh, bias)  # one row, with gradient
+    with torch.no_grad():
+        auto_layer(x, [1], h0, c0, w_ih, w_hh, bias)  # one row, none
+        x2, *rest = layer_args([1, 1], False, False, torch.float32)[:6]
+        auto_layer(x2, [1, 1], *rest)  # two rows
+    assert calls == ["native", "fused", "native"]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_auto_runs_cuda_tensors_on_the_fused_path():
     args = [None if a is None else a.detach().cuda() for a in layer_args(PADDED, True, True, torch.float32)]
