@@ -159,7 +159,8 @@ def load_checkpoint(path: str | Path) -> dict:
         state = _load(path / PREVIOUS)
     except (ValueError, FileNotFoundError) as e:
         raise ValueError(f"{path} holds no usable checkpoint: {problem}; and {e}") from None
-    print(f"lstmkit: warning: {problem}. Using {path / PREVIOUS}, the checkpoint before it", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # once per run, not once per torchrun process
+        print(f"lstmkit: warning: {problem}. Using {path / PREVIOUS}, the checkpoint before it", file=sys.stderr)
     return state
 
 

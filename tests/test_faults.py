@@ -117,7 +117,8 @@ def _damaged_copy(run, folder, damage, names=(LATEST,)):
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
-def test_a_damaged_latest_checkpoint_is_refused_and_the_previous_one_used(two_checkpoints, tmp_path, capsys, damage):
+def test_a_damaged_latest_checkpoint_is_refused_and_the_previous_one_used(two_checkpoints, tmp_path, capsys, damage,
+                                                                          monkeypatch):
     damage, warning = DAMAGE[damage]
     run = _damaged_copy(two_checkpoints, tmp_path, damage)
     with pytest.raises(ValueError, match=warning):
@@ -126,6 +127,11 @@ def test_a_damaged_latest_checkpoint_is_refused_and_the_previous_one_used(two_ch
     err = capsys.readouterr().err
     assert_found(rf"lstmkit: warning: .*{warning}.*\. Using .*previous.safetensors, the checkpoint before it", err)
     assert err.count("warning") == 1
+
+    monkeypatch.setenv("RANK", "1")  # another torchrun process: the same fallback, no second warning
+    assert load_checkpoint(run)["trainer"]["step"] == 2
+    assert "warning" not in capsys.readouterr().err
+    monkeypatch.delenv("RANK")
 
     assert lstmkit("train", "--resume", run, "--steps", "6") == 0  # continues from step 2
     assert "warning" in capsys.readouterr().err
