@@ -1,12 +1,14 @@
 // The products over all rows that follow the backward loop (the weight gradients, one GEMM each), through MKL
 // (at::mm) or oneDNN's matmul, whichever runs the shape faster on this machine: each new (shape, layout, threads)
-// is timed once with both and the winner remembered. oneDNN is reached through ATen's at::native::mkldnn_matmul,
-// whose header torch does not install: declared weak, so a torch without it still loads this and uses MKL.
+// is timed with both, the best of three turns each, and the winner remembered. oneDNN is reached through ATen's
+// at::native::mkldnn_matmul, whose header torch does not install: declared weak, so a torch without it still
+// loads this and uses MKL.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -45,12 +47,15 @@ inline void product(const at::Tensor& a, const at::Tensor& b, at::Tensor& c, boo
   }
   if (!onednn) {
     at::Tensor scratch = at::empty_like(c);
-    double seconds[2];
-    for (const bool backend : {false, true}) {
-      product_with(backend, a, b, scratch, false);  // warm-up: oneDNN compiles its kernel on first use
-      const auto start = std::chrono::steady_clock::now();
-      product_with(backend, a, b, scratch, false);
-      seconds[backend] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    double seconds[2] = {1e30, 1e30};
+    for (const bool backend : {false, true}) product_with(backend, a, b, scratch, false);  // oneDNN compiles
+    for (int round = 0; round < 3; ++round) {  // the best of three, taking turns: one slow spell decides nothing
+      for (const bool backend : {false, true}) {
+        const auto start = std::chrono::steady_clock::now();
+        product_with(backend, a, b, scratch, false);
+        const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        seconds[backend] = std::min(seconds[backend], took);
+      }
     }
     onednn = seconds[1] < seconds[0];
     const std::lock_guard<std::mutex> lock(mutex);
