@@ -211,7 +211,8 @@ struct Backward {
   T *d_peep;       // (3, H) or null
   T *d_bias;       // (4H) or null
   T *d_out_total;  // (N, P) dL/dr_t from both the output and step t+1, kept for dW_hr; with projection only
-  T *h_full;       // (N, H) h_t = o ⊙ tanh(c_t) recomputed for dW_hr; with projection only
+  T *h_full;       // (N, H) h_t = o ⊙ tanh(c_t) recomputed for dW_hr, with projection only: written over
+                   // `cells` (the same array), row by row once c_t has had its last read
   int64_t I, H, P;
   Steps steps;
   Panels<T> recurrent_panels;  // W_hh (4H, P)
@@ -248,6 +249,7 @@ struct Backward {
         if (d_bias) add_to(d_bias + gate * H + u0 + v, da[gate], m);  // dL/db = sum over rows of dL/da
       }
       dc_prev.store(dcr + v, m);
+      // c_t is read here and as c_prev by step t+1, whose pointwise ran before: its place is free for h_t
       if (h_full) (o * tanh_c).store(h_full + row * H + u0 + v, m);
     }
   }
@@ -459,7 +461,7 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
   const at::Tensor d_peep = peephole && needs[3] ? at::zeros({3, H}, opt) : at::Tensor();
   const at::Tensor d_bias = bias && needs[4] ? at::zeros({4 * H}, opt) : at::Tensor();
   at::Tensor d_out_total = w_hr ? empty_large({N, P}, opt) : at::Tensor();
-  at::Tensor h_full = w_hr ? empty_large({N, H}, opt) : at::Tensor();
+  at::Tensor h_full = w_hr ? cells : at::Tensor();  // the saved cells are consumed like the gates
 
   AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstmkit_backward", [&] {
     constexpr int64_t L = Vectorized<scalar_t>::size();
@@ -495,8 +497,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "lstmkit's native LSTM time loop (see lstmkit/engine/native.py)";
   m.def("forward", &lstmkit::forward, "forward(x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr, "
         "batch_sizes, reverse, training) -> [out, h_n, c_n, acts, cells]");
-  m.def("backward", &lstmkit::backward, "backward(d_out, d_h_n, d_c_n, acts (consumed), cells, out, x, weight_ih, "
-        "bias, h0, c0, weight_hh, peephole, weight_hr, batch_sizes, reverse, needs) -> [d_x, d_h0, d_c0, "
+  m.def("backward", &lstmkit::backward, "backward(d_out, d_h_n, d_c_n, acts (consumed), cells (consumed with "
+        "weight_hr), out, x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr, batch_sizes, reverse, needs) "
+        "-> [d_x, d_h0, d_c0, "
         "d_peephole, d_bias, d_weight_ih, d_weight_hh, d_weight_hr]");
   m.def("empty_large", [](const std::vector<int64_t>& sizes, const at::Tensor& like) {
     return lstmkit::empty_large(sizes, like.options());

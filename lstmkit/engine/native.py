@@ -113,7 +113,8 @@ class NativeRecurrence(torch.autograd.Function):
     Inside the loop, W_ih x_t joins W_hh h_{t-1} in one register tile: no (N, 4H) buffer and no separate GEMM.
     Saves the activated gates and c_t of every row; h_{t-1} and c_{t-1} are read back from the output, the saved
     cells and (h0, c0) rather than stored twice. Backward writes dL/dgates over the saved gates (no second
-    (N, 4H) buffer); a second backward through the same graph (retain_graph=True) recomputes them first.
+    (N, 4H) buffer) and, with a projection, h_t over the saved cells; a second backward through the same graph
+    (retain_graph=True) recomputes both first.
     """
 
     @staticmethod
@@ -129,8 +130,8 @@ class NativeRecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, d_out: Tensor, d_h_n: Tensor, d_c_n: Tensor):
         acts, cells, out, *loop = ctx.saved_tensors
-        if ctx.consumed:  # an earlier backward wrote over the saved gates: run the forward again for them
-            acts = extension().forward(*loop, *ctx.cfg, True)[3]
+        if ctx.consumed:  # an earlier backward wrote over the saved gates (and cells): run the forward again
+            acts, cells = extension().forward(*loop, *ctx.cfg, True)[3:5]
         ctx.consumed = True
         needs = list(ctx.needs_input_grad[1:])  # x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr
         grads = extension().backward(d_out.contiguous(), d_h_n.contiguous(), d_c_n.contiguous(), acts, cells, out,
