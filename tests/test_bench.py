@@ -127,3 +127,16 @@ def test_a_missed_target_is_compared_with_the_peak_bound():
     assert "the target needs 140 %" in text
     assert "bound 0.40: reachable in principle; the target needs 80 % of the peak, lstmkit runs at 60 %" in text
     assert "its best on any row here is 95 %" in text
+
+
+def test_rounds_report_the_median_round_and_the_range():
+    def row(ratio, agrees=True):
+        return {"case": "X", "mode": "inference", "ratio": ratio, "agrees": agrees, "marker": ratio}
+
+    rounds = [[row(1.10), row(0.5)], [row(0.90), row(0.7, agrees=False)], [row(1.00), row(0.6)]]
+    median, refused = dense.median_rounds(rounds)
+    assert median["marker"] == 1.00 and median["ratio_range"] == [0.90, 1.10]
+    assert median["round_ratios"] == [1.10, 0.90, 1.00]
+    assert not refused["agrees"]  # a round that disagreed with nn.LSTM is what the row shows
+    two = dense.median_rounds([[row(1.2)], [row(0.8)]])[0]
+    assert two["marker"] == 1.2 and two["ratio_range"] == [0.8, 1.2]  # the less favourable middle

@@ -31,7 +31,7 @@ def run_study(cfg: BenchConfig) -> dict:
     study = importlib.import_module(STUDIES[cfg.study])
     command = cfg.command()
     if cfg.quick:
-        cfg = dataclasses.replace(cfg, repeats=1, warmup=1, threads=cfg.threads or 1)  # steady on a busy machine
+        cfg = dataclasses.replace(cfg, repeats=1, rounds=1, warmup=1, threads=cfg.threads or 1)  # steady when busy
     threads_before = torch.get_num_threads()
     use_cores(cfg.threads)
     try:

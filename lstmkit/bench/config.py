@@ -33,6 +33,9 @@ class BenchConfig:
     budgets: str = option("", "quality study: comma-separated training budgets in seconds among its recipes' "
                               "(180, 1800); empty: all")
     repeats: int = option(5, "timed runs per measurement; the median is reported")
+    rounds: int = option(3, "engine study: times the whole table is measured, one round after the other; each "
+                            "row reports the round with the median ratio and the range over the rounds (a shared "
+                            "machine's slow spells last minutes, longer than one row)")
     warmup: int = option(1, "untimed runs before the timed ones")
     threads: int = option(0, "torch threads; 0: every core this process may use")
     tol: float = option(1e-4, "relative tolerance of the agreement gate on fp32 outputs and gradients")

@@ -86,32 +86,54 @@ def run(cfg, impl=None, after_load=None) -> dict:
     case_list = cases.cases(names, shape_table)
     print(f"measuring the GEMM peak on {len(gemm_shapes(case_list))} shapes", file=sys.stderr, flush=True)
     peak = measure_peak(gemm_shapes(case_list), cfg.repeats, cfg.warmup, cfg.device)
-    rows = []
+    rounds = []
     with warnings.catch_warnings():  # nn.LSTM says once per process that projections leave oneDNN
         warnings.filterwarnings("ignore", message=".*not supported with oneDNN.*")
-        for case in case_list:
-            print(f"{case.name}: {case.dims}", file=sys.stderr, flush=True)
-            rows += run_case(case, cfg, peak["peak"], impl, after_load)
-    return {"study": SECTION, "repeats": cfg.repeats, "warmup": cfg.warmup, "peak": peak, "rows": rows}
+        for r in range(cfg.rounds):
+            rows = []
+            for case in case_list:
+                print(f"round {r + 1}/{cfg.rounds}, {case.name}: {case.dims}", file=sys.stderr, flush=True)
+                rows += run_case(case, cfg, peak["peak"], impl, after_load)
+            rounds.append(rows)
+    return {"study": SECTION, "repeats": cfg.repeats, "warmup": cfg.warmup, "rounds": cfg.rounds, "peak": peak,
+            "rows": median_rounds(rounds)}
+
+
+def median_rounds(rounds: list[list[dict]]) -> list[dict]:
+    """Row by row, the round whose time ratio is the median (for an even count, the upper middle one: the less
+    favourable to lstmkit), with every round's ratio and their range; a row that disagreed with nn.LSTM in any
+    round is that round's row."""
+    rows = []
+    for versions in zip(*rounds):
+        if not all(v["agrees"] for v in versions):
+            rows.append(next(v for v in versions if not v["agrees"]))
+            continue
+        ranked = sorted(versions, key=lambda v: v["ratio"])
+        ratios = [v["ratio"] for v in versions]
+        rows.append(dict(ranked[len(ranked) // 2], round_ratios=ratios, ratio_range=[min(ratios), max(ratios)]))
+    return rows
 
 
 def _cells(row: dict) -> list[str]:
     head = [row["case"], row["dims"], row["mode"]]
     if not row["agrees"]:
         err = f"disagrees: max rel err {row['max_rel_err']:.2g} in {row['worst']} (tol {row['tol']:g})"
-        return head + [err] + [""] * 10 + ["FAIL"]
+        return head + [err] + [""] * 11 + ["FAIL"]
     t, g, p = row["time_s"], row["gflops"], row["pct_peak"]
     mem = row.get("memory_bytes")
     mem_cells = ([report.fmt_mib(mem["lstmkit"]), report.fmt_mib(mem["nn.LSTM"]), f"{row['memory_ratio']:.2f}"]
                  if mem else ["", "", ""])
     target = f"≤ {row['time_target']:g}" + (f", mem ≤ {row['memory_target']:g}" if mem else "")
+    low, high = row.get("ratio_range", (row["ratio"], row["ratio"]))
     return head + [report.fmt_ms(t["lstmkit"]), report.fmt_ms(t["nn.LSTM"]), f"{row['ratio']:.2f}",
+                   f"{low:.2f}–{high:.2f}",
                    f"{g['lstmkit']:.0f}", f"{g['nn.LSTM']:.0f}", f"{p['lstmkit']:.0f}", f"{p['nn.LSTM']:.0f}",
                    *mem_cells, target, "pass" if row["passes"] else "FAIL"]
 
 
-HEADERS = ["case", "shape", "mode", "lstmkit ms", "nn.LSTM ms", "ratio", "lstmkit GFLOP/s", "nn.LSTM GFLOP/s",
-           "lstmkit % peak", "nn.LSTM % peak", "lstmkit MiB", "nn.LSTM MiB", "mem ratio", "target", "pass"]
+HEADERS = ["case", "shape", "mode", "lstmkit ms", "nn.LSTM ms", "ratio", "ratio range", "lstmkit GFLOP/s",
+           "nn.LSTM GFLOP/s", "lstmkit % peak", "nn.LSTM % peak", "lstmkit MiB", "nn.LSTM MiB", "mem ratio", "target",
+           "pass"]
 
 
 def bound(row: dict) -> float:
@@ -155,9 +177,12 @@ def markdown(results: dict, image: str | None = None) -> str:
         report.provenance(results["env"]),
         f"Same process, same weights (`load_state_dict`), fp32. Times are the median of {results['repeats']} "
         f"interleaved runs after {results['warmup']} warm-up; ratio = "
-        "lstmkit / nn.LSTM (lower is better). A case is timed only after its outputs and all gradients agree "
-        "with nn.LSTM. Training = forward + backward of an MSE loss, input gradient included, counted as "
-        "3x the forward FLOPs (gates 2·4H·(I+R) per row and step, R = P or H, plus projection 2·H·P). "
+        "lstmkit / nn.LSTM (lower is better). "
+        f"The table was measured {results.get('rounds', 1)} times, one round after the other: each row shows the "
+        "round with the median ratio, and `ratio range` the lowest and highest ratio over the rounds. "
+        "A case is timed only after its outputs and all gradients agree with nn.LSTM. "
+        "Training = forward + backward of an MSE loss, input gradient included, counted as 3x the forward FLOPs "
+        "(gates 2·4H·(I+R) per row and step, R = P or H, plus projection 2·H·P). "
         "`proj`: proj_size = H/4; `packed`: PackedSequence, lengths uniform in [T/2, T]. "
         "Memory: peak bytes allocated during one training step (MiB).",
         f"GEMM peak measured by this run: **{peak['peak']:.0f} GFLOP/s** ({peak['peak_backend']}, "
@@ -186,12 +211,15 @@ def plot(results: dict, path) -> None:
     width = 0.4
     for k, mode in enumerate(MODES):
         xs = [i + (k - 0.5) * width for i in range(len(names))]
-        ax_t.bar(xs, [by[n, mode]["ratio"] for n in names], width, label=mode)
+        ratios = [by[n, mode]["ratio"] for n in names]
+        ranges = [by[n, mode].get("ratio_range", (r, r)) for n, r in zip(names, ratios)]
+        spread = [[r - lo for r, (lo, _) in zip(ratios, ranges)], [hi - r for r, (_, hi) in zip(ratios, ranges)]]
+        ax_t.bar(xs, ratios, width, yerr=spread, capsize=2, label=mode)
     for i, n in enumerate(names):
         ax_t.hlines(by[n, "training"]["time_target"], i - 0.45, i + 0.45, colors="k", linestyles="--")
     ax_t.axhline(1.0, color="grey", lw=0.5)
     ax_t.set(xticks=range(len(names)), ylabel="time lstmkit / nn.LSTM (lower is better)",
-             title="time ratio (dashed: target)")
+             title="time ratio (dashed: target; whiskers: range over the rounds)")
     ax_t.set_xticklabels(names, rotation=45, ha="right")
     ax_t.legend()
     ax_m.bar(range(len(names)), [by[n, "training"]["memory_ratio"] for n in names], color="tab:green")
