@@ -96,11 +96,14 @@ def test_native_equals_torch_lstm(packed, bidirectional, proj, initial_state):
 
 
 @needs_native
-@pytest.mark.parametrize("input_product,packed,reverse,peephole,proj",
-                         [(True, *flags) for flags in itertools.product([False, True], repeat=4)]
-                         + [(False, False, False, False, False), (False, True, True, True, True)])
-def test_gradcheck_native_recurrence(input_product, packed, reverse, peephole, proj):
-    """NativeRecurrence with W_ih inside the loop, and with the input product done before it (gates_x, N x 4H)."""
+@pytest.mark.parametrize("input_product,packed,reverse,peephole,proj,internal",
+                         [(True, *flags, False) for flags in itertools.product([False, True], repeat=4)]
+                         + [(False, False, False, False, False, False), (False, True, True, True, True, False)]
+                         + [(True, packed, reverse, True, True, True) for packed in (False, True)
+                            for reverse in (False, True)] + [(False, True, False, False, True, True)])
+def test_gradcheck_native_recurrence(input_product, packed, reverse, peephole, proj, internal):
+    """NativeRecurrence with W_ih inside the loop, and with the input product done before it (gates_x, N x 4H);
+    `internal`: the projection only feeds the recurrence (low-rank W_hh), the outputs are h_t."""
     batch_sizes = [3, 3, 2, 1] if packed else [3, 3, 3]
     gen = torch.Generator().manual_seed(0)
     h, p, b, i = 5, 2, 3, 3
@@ -112,7 +115,7 @@ def test_gradcheck_native_recurrence(input_product, packed, reverse, peephole, p
     x = t(sum(batch_sizes), i if input_product else 4 * h)
     args = (x, t(b, pr), t(b, h), t(3, h) if peephole else None, t(4 * h), t(4 * h, i) if input_product else None,
             t(4 * h, pr), t(p, h) if proj else None)
-    cfg = (batch_sizes, reverse)
+    cfg = (batch_sizes, reverse, internal)
     assert torch.autograd.gradcheck(lambda *a: native.NativeRecurrence.apply(cfg, *a), args)
 
 
@@ -127,6 +130,51 @@ def test_structured_input_map_runs_natively():
     ref = outputs_and_grads(fused_layer, PACKED, args, reverse=True)
     for a, e in zip(ours, ref):
         assert_rel(a, e, 1e-12)
+
+
+@needs_native
+@pytest.mark.parametrize("packed,reverse,peephole", list(itertools.product([False, True], repeat=3)))
+def test_low_rank_recurrence_runs_natively(packed, reverse, peephole):
+    """W_hh = U V runs as an LSTMP whose projection r_t = V h_t only feeds the recurrence; outputs, final state
+    and every gradient (U and V included) equal the fused engine's, with and without autograd."""
+    batch_sizes = PACKED if packed else PADDED
+    args = layer_args(batch_sizes, proj=False, peephole=peephole, dtype=torch.float64)
+    low_rank = maps.LowRankMap(H, 4 * H, rank=4, dtype=torch.float64)
+    args[4] = low_rank
+    leaves = [a for a in args if isinstance(a, torch.Tensor)] + list(low_rank.parameters())
+    ours = outputs_and_grads(native_layer, batch_sizes, args, reverse, leaves=leaves)
+    ref = outputs_and_grads(fused_layer, batch_sizes, args, reverse, leaves=leaves)
+    for i, (a, e) in enumerate(zip(ours, ref)):
+        assert_rel(a, e, 1e-12, what=f"output/gradient {i}")
+    with torch.no_grad():
+        for a, e in zip(native_layer(args[0], batch_sizes, *args[1:], reverse=reverse), ref):
+            assert_rel(a, e, 1e-12)
+
+
+@needs_native
+@pytest.mark.parametrize("structure", ["recurrent", "gates"])
+def test_low_rank_lstm_takes_the_native_loop_and_matches_fused(monkeypatch, structure):
+    """lstmkit.LSTM with a low-rank W_hh (alone, or the joint gates sharing W2 with W_ih): impl='auto' runs the
+    native loop and gives the fused engine's outputs and gradients (bidirectional, packed, 2 layers)."""
+    import lstmkit
+    torch.manual_seed(0)
+    kw = dict(num_layers=2, bidirectional=True, dtype=torch.float64, **{structure: lstmkit.LowRank(rank=3)})
+    ours, ref = lstmkit.LSTM(4, 9, **kw), lstmkit.LSTM(4, 9, impl="fused", **kw)
+    ref.load_state_dict(ours.state_dict())
+    calls = []
+    layer = native.native_layer
+    monkeypatch.setattr(native, "native_layer", lambda *a, **k: calls.append(1) or layer(*a, **k))
+    x = pack_padded_sequence(torch.randn(6, 3, 4, dtype=torch.float64), [6, 4, 2])
+    (y, (h, c)), (y_ref, (h_ref, c_ref)) = ours(x), ref(x)
+    assert len(calls) == 4  # 2 layers x 2 directions
+    for got, want in ((y.data, y_ref.data), (h, h_ref), (c, c_ref)):
+        assert_rel(got, want, 1e-12)
+    gen = torch.Generator().manual_seed(1)
+    probes = [torch.randn(t.shape, generator=gen, dtype=t.dtype) for t in (y.data, h, c)]
+    for outs in ((y.data, h, c), (y_ref.data, h_ref, c_ref)):
+        sum((t * p).sum() for t, p in zip(outs, probes)).backward()
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+        assert_rel(p.grad, q.grad, 1e-12, what=name)
 
 
 @needs_native
@@ -168,7 +216,11 @@ def test_auto_picks_native_for_dense_cpu_and_fused_otherwise(monkeypatch):
     auto_layer(x, PADDED, h0, c0, w_ih, w_hh, bias)
     auto_layer(x, PADDED, h0, c0, w_ih, maps.Dense.from_dense(w_hh.detach()), bias)  # structured W_hh
     auto_layer(x.half(), PADDED, h0.half(), c0.half(), w_ih.half(), w_hh.half(), bias.half())
-    assert calls == ["native", "fused", "fused"]
+    low_rank = maps.LowRankMap(H, 4 * H, rank=3)
+    auto_layer(x, PADDED, h0, c0, w_ih, low_rank, bias)  # W_hh = U V: the native loop, as an LSTMP
+    auto_layer(x, PADDED, h0[:, :P], c0, w_ih, maps.LowRankMap(P, 4 * H, rank=3), bias, None,
+               torch.randn(P, H))  # and with a projection too: fused
+    assert calls == ["native", "fused", "fused", "native", "fused"]
 
 
 def test_auto_sends_a_single_row_without_gradient_to_fused(monkeypatch):

@@ -103,6 +103,8 @@ struct Forward {
   T *acts, *cells;          // (N, 4H) activated gates and (N, H) c_t, saved for backward; null in inference
   T *c_state;               // (B, H) running c_t in inference, updated in place (one item per unit per step)
   T *h_full;                // (B, H) h_t before the projection, with one
+  T *h_seq;                 // (N, H) every h_t before the projection, when asked for: the layer's output when the
+                            // projection only feeds the recurrence (low-rank W_hh = U V as W_hh = U, W_hr = V)
   int64_t I, H, P;
   Steps steps;
   Panels<T> input;       // W_ih^T (I, 4H) as pack_gates lays it out, or none
@@ -126,6 +128,7 @@ struct Forward {
     if (ends) c.store(c_n + b * H + u0, n);
     if (h_full) {
       h.store(h_full + b * H + u0, n);
+      if (h_seq) h.store(h_seq + row * H + u0, n);
     } else {
       h.store(out + row * P + u0, n);
       if (ends) h.store(h_n + b * P + u0, n);
@@ -213,6 +216,7 @@ struct Backward {
   T *d_out_total;  // (N, P) dL/dr_t from both the output and step t+1, kept for dW_hr; with projection only
   T *h_full;       // (N, H) h_t = o ⊙ tanh(c_t) recomputed for dW_hr, with projection only: written over
                    // `cells` (the same array), row by row once c_t has had its last read
+  const T *d_h_seq;  // (N, H) dL/dh_t from outside the recurrence (forward's h_seq), or null
   int64_t I, H, P;
   Steps steps;
   Panels<T> recurrent_panels;  // W_hh (4H, P)
@@ -311,7 +315,10 @@ struct Backward {
       const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1);
       for (int64_t b = b0; b < b1; ++b) a[b - b0] = d_out_total + (steps.start[s] + b) * P;
       kernel<T>(b1 - b0, width / L)(P, a, projection.panel(p), tile, false);
-      for (int64_t b = b0; b < b1; ++b) pointwise(s, b, u0, n, tile + (b - b0) * width, nullptr);
+      for (int64_t b = b0; b < b1; ++b) {
+        const T* d_h = d_h_seq ? d_h_seq + (steps.start[s] + b) * H + u0 : nullptr;
+        pointwise(s, b, u0, n, tile + (b - b0) * width, d_h);
+      }
     }
   }
 
@@ -367,12 +374,13 @@ void check(const std::optional<at::Tensor>& t, const char* name, const at::Tenso
 }
 
 // x (N, I) with weight_ih (4H, I), or the input product already done, x (N, 4H), without. Returns
-// [out (N, P), h_n (B, P), c_n (B, H), and when training the activated gates (N, 4H) and cells c_t (N, H)].
+// [out (N, P), h_n (B, P), c_n (B, H), when training the activated gates (N, 4H) and cells c_t (N, H), and with
+// `keep_h` (and a projection) every h_t before the projection (N, H)].
 std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
                                 const std::optional<at::Tensor>& bias, const at::Tensor& h0, const at::Tensor& c0,
                                 const at::Tensor& w_hh, const std::optional<at::Tensor>& peephole,
                                 const std::optional<at::Tensor>& w_hr, const std::vector<int64_t>& batch_sizes,
-                                bool reverse, bool training) {
+                                bool reverse, bool training, bool keep_h) {
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "the native engine runs float32 and float64");
   for (auto [t, name] : {std::pair{x, "x"}, {h0, "h0"}, {c0, "c0"}, {w_hh, "weight_hh"}}) check(t, name, x);
@@ -394,6 +402,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
     c_state = c0.clone();
   }
   const at::Tensor h_full = w_hr ? at::empty({B, H}, opt) : at::Tensor();
+  const at::Tensor h_seq = w_hr && keep_h ? empty_large({N, H}, opt) : at::Tensor();
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkit_forward", [&] {
     constexpr int64_t L = Vectorized<scalar_t>::size();
@@ -401,12 +410,12 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
                         c0.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(peephole), out.data_ptr<scalar_t>(),
                         h_n.data_ptr<scalar_t>(), c_n.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(acts),
                         ptr_or_null<scalar_t>(cells), ptr_or_null<scalar_t>(c_state), ptr_or_null<scalar_t>(h_full),
-                        I, H, P, steps, {}, pack_gates<scalar_t>(w_hh, H), {}};
+                        ptr_or_null<scalar_t>(h_seq), I, H, P, steps, {}, pack_gates<scalar_t>(w_hh, H), {}};
     if (w_ih) f.input = pack_gates<scalar_t>(*w_ih, H);
     if (w_hr) f.projection = pack_projection<scalar_t>(*w_hr, panel_vecs(P, L, team_size(P)));
     f.run();
   });
-  return {out, h_n, c_n, acts, cells};
+  return {out, h_n, c_n, acts, cells, h_seq};
 }
 
 // dW_hh = sum over steps of dG_s^T h_prev_s, as one product over all rows.
@@ -436,23 +445,28 @@ at::Tensor recurrent_weight_grad(const at::Tensor& d_gates, const at::Tensor& ou
   return grad;
 }
 
-// The gradients of `forward`'s loss through its outputs, for [x, h0, c0, peephole, bias, weight_ih, weight_hh,
-// weight_hr] where `needs` asks (h0 and c0 always come): None for those not asked or absent. The loop writes
-// dL/dgates over `acts` (consuming them: no second (N, 4H) buffer) and forms dL/dx = W_ih^T dG step by step;
-// the weight gradients follow it, one product over all rows each, every buffer dropped after its last use.
+// The gradients of `forward`'s loss through its outputs (and through h_seq, d_h_seq, when it was kept), for [x, h0,
+// c0, peephole, bias, weight_ih, weight_hh, weight_hr] where `needs` asks (h0 and c0 always come): None for those
+// not asked or absent. The loop writes dL/dgates over `acts` (consuming them: no second (N, 4H) buffer) and forms
+// dL/dx = W_ih^T dG step by step; the weight gradients follow it, one product over all rows each, every buffer
+// dropped after its last use.
 std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
                                  const at::Tensor& acts, const at::Tensor& cells, const at::Tensor& out,
                                  const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
                                  const std::optional<at::Tensor>& bias, const at::Tensor& h0, const at::Tensor& c0,
                                  const at::Tensor& w_hh, const std::optional<at::Tensor>& peephole,
                                  const std::optional<at::Tensor>& w_hr, const std::vector<int64_t>& batch_sizes,
-                                 bool reverse, const std::vector<bool>& needs) {
+                                 bool reverse, const std::vector<bool>& needs,
+                                 const std::optional<at::Tensor>& d_h_seq) {
   for (auto [t, name] : {std::pair{d_out, "d_out"}, {d_h_n, "d_h_n"}, {d_c_n, "d_c_n"}, {cells, "cells"},
                          {out, "out"}, {x, "x"}, {h0, "h0"}, {c0, "c0"}, {w_hh, "weight_hh"}})
     check(t, name, acts);
   check(w_ih, "weight_ih", acts), check(peephole, "peephole", acts), check(w_hr, "weight_hr", acts);
+  check(d_h_seq, "d_h_seq", acts);
   TORCH_CHECK(needs.size() == 8, "needs: one flag per gradient");
   const int64_t N = acts.size(0), I = x.size(1), H = acts.size(1) / 4, P = h0.size(1);
+  TORCH_CHECK(!d_h_seq || (w_hr && d_h_seq->size(0) == N && d_h_seq->size(1) == H),
+              "d_h_seq must be (N, H), and comes only with weight_hr");
   const Steps steps(batch_sizes, reverse);
   const auto opt = acts.options();
   const at::Tensor& d_gates = acts;
@@ -470,7 +484,8 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
                           c0.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(peephole), d_out.data_ptr<scalar_t>(),
                           acts.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(dx), dh_next.data_ptr<scalar_t>(),
                           dc.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(d_peep), ptr_or_null<scalar_t>(d_bias),
-                          ptr_or_null<scalar_t>(d_out_total), ptr_or_null<scalar_t>(h_full), I, H, P, steps,
+                          ptr_or_null<scalar_t>(d_out_total), ptr_or_null<scalar_t>(h_full),
+                          ptr_or_null<scalar_t>(d_h_seq), I, H, P, steps,
                           pack_plain<scalar_t>(w_hh, panel_vecs(P, L, threads)), {}, {}};
     if (dx.defined()) bw.input = pack_plain<scalar_t>(*w_ih, panel_vecs(I, L, threads));
     if (w_hr) bw.projection = pack_plain<scalar_t>(*w_hr, panel_vecs(H, L, threads));
@@ -496,10 +511,10 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "lstmkit's native LSTM time loop (see lstmkit/engine/native.py)";
   m.def("forward", &lstmkit::forward, "forward(x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr, "
-        "batch_sizes, reverse, training) -> [out, h_n, c_n, acts, cells]");
+        "batch_sizes, reverse, training, keep_h) -> [out, h_n, c_n, acts, cells, h_seq]");
   m.def("backward", &lstmkit::backward, "backward(d_out, d_h_n, d_c_n, acts (consumed), cells (consumed with "
-        "weight_hr), out, x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr, batch_sizes, reverse, needs) "
-        "-> [d_x, d_h0, d_c0, "
+        "weight_hr), out, x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr, batch_sizes, reverse, needs, "
+        "d_h_seq) -> [d_x, d_h0, d_c0, "
         "d_peephole, d_bias, d_weight_ih, d_weight_hh, d_weight_hr]");
   m.def("empty_large", [](const std::vector<int64_t>& sizes, const at::Tensor& like) {
     return lstmkit::empty_large(sizes, like.options());

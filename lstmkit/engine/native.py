@@ -13,6 +13,7 @@ import hashlib
 import os
 import sys
 import warnings
+from itertools import accumulate
 from pathlib import Path
 
 import torch
@@ -90,10 +91,26 @@ def available() -> bool:
     return extension() is not None
 
 
+def low_rank_factors(weight_hh: Map, weight_hr: Map | None) -> tuple[Tensor, Tensor] | None:
+    """(U (4H, r), V (r, H)) of a low-rank W_hh = U V made of two dense maps (a LowRankMap, or the recurrent half
+    of the joint low-rank gates) in a layer without projection; else None. The native loop runs it as an LSTMP
+    whose projection r_t = V h_t only feeds the recurrence: W_hh = U, W_hr = V, the output h_t."""
+    if weight_hr is not None or not isinstance(weight_hh, maps.Compose):
+        return None
+    inner, outer = weight_hh.inner, weight_hh.outer
+    if not (isinstance(inner, maps.Dense) and isinstance(outer, maps.Dense)):
+        return None
+    return outer.weight, inner.weight
+
+
 def supports(x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Map, weight_hh: Map, bias: Tensor | None = None,
              peephole: Tensor | None = None, weight_hr: Map | None = None) -> bool:
-    """Whether the native loop runs these inputs: CPU float32/float64, dense (plain tensor) W_hh and W_hr.
-    A structured W_ih is fine: its product is then computed before the loop."""
+    """Whether the native loop runs these inputs: CPU float32/float64, dense (plain tensor) W_hh and W_hr, or a
+    low-rank W_hh of two dense factors without W_hr. A structured W_ih is fine: its product is then computed
+    before the loop."""
+    factors = low_rank_factors(weight_hh, weight_hr)
+    if factors is not None:
+        weight_hh, weight_hr = factors
     loop = [x, h0, c0, weight_hh, *(t for t in (bias, peephole, weight_hr) if t is not None)]
     if isinstance(weight_ih, Tensor):
         loop.append(weight_ih)
@@ -109,7 +126,9 @@ class NativeRecurrence(torch.autograd.Function):
     """`Recurrence` (lstmkit/engine/bptt.py) with both loops in C++, and the input product inside the loop.
 
     apply(cfg, x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr) -> (out, h_n, c_n), cfg = (batch_sizes,
-    reverse): x (N, I) with a dense weight_ih (4H, I); or, with weight_ih None, x is Recurrence's gates_x (N, 4H).
+    reverse, internal): x (N, I) with a dense weight_ih (4H, I); or, with weight_ih None, x is Recurrence's gates_x
+    (N, 4H). With `internal`, the projection r_t = W_hr h_t only feeds the recurrence (a low-rank W_hh, see
+    `low_rank_factors`): h0 is r_0 (B, P), and out (N, H) and h_n (B, H) are h_t, not r_t.
     Inside the loop, W_ih x_t joins W_hh h_{t-1} in one register tile: no (N, 4H) buffer and no separate GEMM.
     Saves the activated gates and c_t of every row; h_{t-1} and c_{t-1} are read back from the output, the saved
     cells and (h0, c0) rather than stored twice. Backward writes dL/dgates over the saved gates (no second
@@ -121,22 +140,40 @@ class NativeRecurrence(torch.autograd.Function):
     def forward(ctx, cfg, x: Tensor, h0: Tensor, c0: Tensor, peephole: Tensor | None, bias: Tensor | None,
                 weight_ih: Tensor | None, weight_hh: Tensor, weight_hr: Tensor | None):
         loop = [_contiguous(t) for t in (x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr)]
-        out, h_n, c_n, acts, cells = extension().forward(*loop, *cfg, True)
+        batch_sizes, reverse, internal = cfg
+        out, h_n, c_n, acts, cells, h_seq = extension().forward(*loop, batch_sizes, reverse, True, internal)
         ctx.cfg, ctx.consumed = cfg, False
-        ctx.save_for_backward(acts, cells, out, *loop)
+        ctx.save_for_backward(acts, cells, out, *loop)  # out: r_t, the recurrent input, even when internal
+        if internal:
+            ctx.last = last_rows(batch_sizes, reverse, out.device)
+            return h_seq, h_seq.index_select(0, ctx.last), c_n
         return out, h_n, c_n
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out: Tensor, d_h_n: Tensor, d_c_n: Tensor):
         acts, cells, out, *loop = ctx.saved_tensors
+        batch_sizes, reverse, internal = ctx.cfg
         if ctx.consumed:  # an earlier backward wrote over the saved gates (and cells): run the forward again
-            acts, cells = extension().forward(*loop, *ctx.cfg, True)[3:5]
+            acts, cells = extension().forward(*loop, batch_sizes, reverse, True, False)[3:5]
         ctx.consumed = True
         needs = list(ctx.needs_input_grad[1:])  # x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr
+        d_h_seq = None
+        if internal:  # the outputs are h_t: their gradients enter the loop as dL/dh_t, none as dL/dr_t
+            d_h_seq = d_out.contiguous().index_add(0, ctx.last, d_h_n)
+            d_out, d_h_n = out.new_zeros(out.shape), out.new_zeros(len(ctx.last), out.shape[1])
         grads = extension().backward(d_out.contiguous(), d_h_n.contiguous(), d_c_n.contiguous(), acts, cells, out,
-                                     *loop, *ctx.cfg, needs)
+                                     *loop, batch_sizes, reverse, needs, d_h_seq)
         return None, *(g if need else None for g, need in zip(grads, needs))
+
+
+def last_rows(batch_sizes: list[int], reverse: bool, device) -> Tensor:
+    """(B,) the row of each sequence's last step in the walk: where its final state is (see schedule.py)."""
+    if reverse:  # the walk ends at t = 0, where sequence b is row b
+        return torch.arange(batch_sizes[0], device=device)
+    starts = [0, *accumulate(batch_sizes)]
+    lengths = [sum(n > b for n in batch_sizes) for b in range(batch_sizes[0])]
+    return torch.tensor([starts[n - 1] + b for b, n in enumerate(lengths)], device=device)
 
 
 def native_layer(x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Tensor, weight_ih: Map, weight_hh: Map,
@@ -153,12 +190,18 @@ def native_layer(x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Tensor, weig
                          "use impl='auto' or 'fused'")
     if not isinstance(weight_ih, Tensor):  # a structured input map: its product for all rows at once, (N, 4H)
         x, weight_ih = maps.apply(weight_ih, x), None
-    cfg = ([int(n) for n in batch_sizes], reverse)
+    factors = low_rank_factors(weight_hh, weight_hr)
+    if factors is not None:  # W_hh = U V: the loop's recurrent state is r_t = V h_t, starting from V h_0
+        weight_hh, weight_hr = factors
+        h0 = h0 @ weight_hr.t()  # (B, r), through autograd: dL/dh_0 and V's share of it follow from dL/dr_0
+    cfg = ([int(n) for n in batch_sizes], reverse, factors is not None)
     args = (x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
         return NativeRecurrence.apply(cfg, *args)
     loop = (_contiguous(t) for t in (x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr))
-    out, h_n, c_n, _, _ = ext.forward(*loop, *cfg, False)
+    out, h_n, c_n, _, _, h_seq = ext.forward(*loop, *cfg[:2], False, cfg[2])
+    if factors is not None:
+        return h_seq, h_seq.index_select(0, last_rows(cfg[0], reverse, h_seq.device)), c_n
     return out, h_n, c_n
 
 
