@@ -1,4 +1,5 @@
-"""Bad command lines for `lstmkit train` and `lstmkit sample`: one error line saying what was expected, exit code 2.
+"""Bad command lines for `lstmkit train`, `lstmkit sample` and `lstmkit bench`: one error line saying what was
+expected, exit code 2.
 
 (`compare` and `compress` have their tables in test_sample_compare.py and test_compress_cli.py.)
 """
@@ -33,6 +34,10 @@ CASES = [
      lambda tmp: (command("train", "--task", "adding", "--dry-run", "--hidden-size", "8", "--out", tmp / "adding"),
                   command("sample", tmp / "adding")), CommandFailed,
      r"is a checkpoint of the 'adding' task; expected a language model \(task 'lm'\)"),
+    ("bench: no rounds", lambda: command("bench", "--rounds", "0"), CommandFailed,
+     r"lstmkit bench: error: rounds must be >= 1: a median needs a measurement; given 0"),
+    ("bench: a negative number of timed runs", lambda: command("bench", "--repeats", "-1"), CommandFailed,
+     r"repeats must be >= 1: a median needs a measurement; given -1"),
 ]
 
 

@@ -16,6 +16,7 @@ import torch
 from lstmkit.bench import report
 from lstmkit.bench.config import BenchConfig, add_arguments, from_args
 from lstmkit.bench.timing import use_cores
+from lstmkit.errors import report_errors
 
 # study name -> module with SECTION, run(cfg) -> dict, markdown(results, image) -> str, plot(results, path),
 # and optionally document(results, links) -> str for docs/<study>.md
@@ -63,6 +64,7 @@ def run_study(cfg: BenchConfig) -> dict:
     return results
 
 
+@report_errors
 def main(args: argparse.Namespace) -> int:
     run_study(from_args(args))
     return 0

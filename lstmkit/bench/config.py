@@ -16,7 +16,7 @@ def studies() -> tuple[str, ...]:
 
 
 @dataclass
-class BenchConfig:
+class BenchConfig(config.Checked):
     """What `lstmkit bench` measures, how often, and where it writes the results."""
 
     study: str = option("engine", "what to run: the main table of lstmkit.LSTM against torch.nn.LSTM (engine), "
@@ -47,6 +47,12 @@ class BenchConfig:
     out: str = option("", "folder DIR: write DIR/<study>.json and DIR/<study>.png and rewrite this study's "
                           "section of BENCHMARKS.md (by default DIR/../BENCHMARKS.md)")
     markdown: str = option("", "the BENCHMARKS.md that --out updates; empty: the one in DIR's parent")
+
+    def __post_init__(self):
+        for name in ("repeats", "rounds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1: a median needs a measurement; given {getattr(self, name)}")
+        super().__post_init__()  # a known study and device, no negative numbers
 
     def command(self) -> str:
         """The `lstmkit bench` command line that reproduces this configuration (non-default flags only)."""
