@@ -158,10 +158,11 @@ struct Forward {
     const int n = static_cast<int>(std::min<int64_t>(L, H - u0));
     for (int64_t t = 0; t < tiles.count; ++t) {
       const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1);
-      if (!input.count) prefetch_input_product(s, b0, b1, u0);
       if (input.count) {
         for (int64_t b = b0; b < b1; ++b) a[b - b0] = x + (steps.start[s] + b) * I;
         kernel<T>(b1 - b0, 4)(I, a, input.panel(j), tile, false);
+      } else {
+        prefetch_input_product(s, b0, b1, u0);
       }
       for (int64_t b = b0; b < b1; ++b) a[b - b0] = steps.prev(s, b, out, h0, P);
       kernel<T>(b1 - b0, 4)(P, a, recurrent.panel(j), tile, input.count > 0);

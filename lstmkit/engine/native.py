@@ -13,6 +13,7 @@ import hashlib
 import os
 import sys
 import warnings
+from bisect import bisect_left
 from itertools import accumulate
 from pathlib import Path
 
@@ -172,7 +173,8 @@ def last_rows(batch_sizes: list[int], reverse: bool, device) -> Tensor:
     if reverse:  # the walk ends at t = 0, where sequence b is row b
         return torch.arange(batch_sizes[0], device=device)
     starts = [0, *accumulate(batch_sizes)]
-    lengths = [sum(n > b for n in batch_sizes) for b in range(batch_sizes[0])]
+    ascending = [-n for n in batch_sizes]  # batch_sizes is non-increasing
+    lengths = [bisect_left(ascending, -b) for b in range(batch_sizes[0])]  # steps with more than b rows
     return torch.tensor([starts[n - 1] + b for b, n in enumerate(lengths)], device=device)
 
 
@@ -194,14 +196,14 @@ def native_layer(x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Tensor, weig
     if factors is not None:  # W_hh = U V: the loop's recurrent state is r_t = V h_t, starting from V h_0
         weight_hh, weight_hr = factors
         h0 = h0 @ weight_hr.t()  # (B, r), through autograd: dL/dh_0 and V's share of it follow from dL/dr_0
-    cfg = ([int(n) for n in batch_sizes], reverse, factors is not None)
+    batch_sizes, internal = [int(n) for n in batch_sizes], factors is not None
     args = (x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
-        return NativeRecurrence.apply(cfg, *args)
+        return NativeRecurrence.apply((batch_sizes, reverse, internal), *args)
     loop = (_contiguous(t) for t in (x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr))
-    out, h_n, c_n, _, _, h_seq = ext.forward(*loop, *cfg[:2], False, cfg[2])
-    if factors is not None:
-        return h_seq, h_seq.index_select(0, last_rows(cfg[0], reverse, h_seq.device)), c_n
+    out, h_n, c_n, _, _, h_seq = ext.forward(*loop, batch_sizes, reverse, False, internal)
+    if internal:
+        return h_seq, h_seq.index_select(0, last_rows(batch_sizes, reverse, h_seq.device)), c_n
     return out, h_n, c_n
 
 
@@ -212,9 +214,9 @@ def auto_layer(x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Tensor, weight
     A call with one row in all that needs no gradient (token-by-token generation) goes to fused too: the product
     is then a matrix-vector one, and packing the weights for the native loop costs more than the product itself
     (measured on this repo's 2-core CPU at H = 512: 1.2 ms per token native, 0.6 ms fused)."""
-    native = extension() is not None and supports(x, h0, c0, weight_ih, weight_hh, bias, peephole, weight_hr)
-    if native and x.shape[0] == 1 and not needs_grad(x, h0, c0, bias, peephole, *maps.tensors(weight_ih), weight_hh,
-                                                      weight_hr):
-        native = False
+    one_row_no_grad = x.shape[0] == 1 and not needs_grad(x, h0, c0, bias, peephole, *maps.tensors(weight_ih),
+                                                         *maps.tensors(weight_hh), *maps.tensors(weight_hr))
+    native = (not one_row_no_grad and extension() is not None
+              and supports(x, h0, c0, weight_ih, weight_hh, bias, peephole, weight_hr))
     return (native_layer if native else fused_layer)(x, batch_sizes, h0, c0, weight_ih, weight_hh, bias, peephole,
                                                      weight_hr, reverse)
