@@ -12,6 +12,7 @@ from lstmkit.bench.config import BenchConfig
 from lstmkit.bench.flops import ProductCounter, lstm_flops
 from lstmkit.bench.memory import peak_memory
 from lstmkit.cli import main
+from lstmkit.engine.native import extension
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +128,21 @@ def test_a_missed_target_is_compared_with_the_peak_bound():
     assert "the target needs 140 %" in text
     assert "bound 0.40: reachable in principle; the target needs 80 % of the peak, lstmkit runs at 60 %" in text
     assert "its best on any row here is 95 %" in text
+    with_ceiling = dense.misses([row(70, 90, 0.5)], best=95, peak={"peak": 200.0, "fma_ceiling": 250.0})
+    assert "the target needs 140 % (112 % of the FMA ceiling)" in with_ceiling  # 140 % of 200 = 280 = 112 % of 250
+    assert "its best on any row here is 95 % (76 % of the FMA ceiling)" in with_ceiling
+
+
+@pytest.mark.skipif(extension() is None, reason="native extension not built")
+def test_fma_ceiling_bounds_the_measured_gemm_rate():
+    from lstmkit.bench import peak
+
+    ceiling = peak.fma_ceiling("cpu", tries=3)
+    gemm = peak.gemm_gflops("torch.mm", 256, 256, 256, repeats=3, warmup=1)
+    assert ceiling > 0 and gemm < 1.1 * ceiling  # 10 % for a slow spell during the ceiling's runs
+    assert peak.fma_ceiling("meta") is None
+    with pytest.raises(RuntimeError, match="threads and iterations must be >= 1"):
+        extension().fma_ceiling(0, 10)
 
 
 def test_rounds_report_the_median_round_and_the_range():

@@ -96,14 +96,17 @@ def test_native_equals_torch_lstm(packed, bidirectional, proj, initial_state):
 
 
 @needs_native
-@pytest.mark.parametrize("input_product,packed,reverse,peephole,proj,internal",
-                         [(True, *flags, False) for flags in itertools.product([False, True], repeat=4)]
-                         + [(False, False, False, False, False, False), (False, True, True, True, True, False)]
-                         + [(True, packed, reverse, True, True, True) for packed in (False, True)
-                            for reverse in (False, True)] + [(False, True, False, False, True, True)])
-def test_gradcheck_native_recurrence(input_product, packed, reverse, peephole, proj, internal):
+@pytest.mark.parametrize("input_product,packed,reverse,peephole,proj,kind",
+                         [(True, *flags, "dense") for flags in itertools.product([False, True], repeat=4)]
+                         + [(False, False, False, False, False, "dense"), (False, True, True, True, True, "dense")]
+                         + [(True, packed, reverse, True, True, "low-rank") for packed in (False, True)
+                            for reverse in (False, True)] + [(False, True, False, False, True, "low-rank")]
+                         + [(True, packed, reverse, peephole, False, "diagonal") for packed in (False, True)
+                            for reverse in (False, True) for peephole in (False, True)]
+                         + [(False, True, False, False, False, "diagonal")])
+def test_gradcheck_native_recurrence(input_product, packed, reverse, peephole, proj, kind):
     """NativeRecurrence with W_ih inside the loop, and with the input product done before it (gates_x, N x 4H);
-    `internal`: the projection only feeds the recurrence (low-rank W_hh), the outputs are h_t."""
+    "low-rank": the projection only feeds the recurrence, the outputs are h_t; "diagonal": W_hh is (4, H)."""
     batch_sizes = [3, 3, 2, 1] if packed else [3, 3, 3]
     gen = torch.Generator().manual_seed(0)
     h, p, b, i = 5, 2, 3, 3
@@ -114,8 +117,8 @@ def test_gradcheck_native_recurrence(input_product, packed, reverse, peephole, p
 
     x = t(sum(batch_sizes), i if input_product else 4 * h)
     args = (x, t(b, pr), t(b, h), t(3, h) if peephole else None, t(4 * h), t(4 * h, i) if input_product else None,
-            t(4 * h, pr), t(p, h) if proj else None)
-    cfg = (batch_sizes, reverse, internal)
+            t(4, h) if kind == "diagonal" else t(4 * h, pr), t(p, h) if proj else None)
+    cfg = (batch_sizes, reverse, kind)
     assert torch.autograd.gradcheck(lambda *a: native.NativeRecurrence.apply(cfg, *a), args)
 
 
@@ -152,13 +155,60 @@ def test_low_rank_recurrence_runs_natively(packed, reverse, peephole):
 
 
 @needs_native
-@pytest.mark.parametrize("structure", ["recurrent", "gates"])
-def test_low_rank_lstm_takes_the_native_loop_and_matches_fused(monkeypatch, structure):
-    """lstmkit.LSTM with a low-rank W_hh (alone, or the joint gates sharing W2 with W_ih): impl='auto' runs the
-    native loop and gives the fused engine's outputs and gradients (bidirectional, packed, 2 layers)."""
+@pytest.mark.parametrize("packed,reverse,peephole,bound,input_map",
+                         [(*flags, 1.0, False) for flags in itertools.product([False, True], repeat=3)]
+                         + [(True, False, True, None, False), (True, True, False, 0.5, True)])
+def test_diagonal_recurrence_runs_natively(packed, reverse, peephole, bound, input_map):
+    """A diagonal W_hh (a_q += u_q ⊙ h_{t-1}) runs in the loop's pointwise step; outputs, final state and every
+    gradient (the map's weight through u = bound·tanh(w) included) equal the fused engine's, with and without
+    autograd; also with a diagonal W_ih, whose product is done before the loop (no product left in it)."""
+    batch_sizes = PACKED if packed else PADDED
+    args = layer_args(batch_sizes, proj=False, peephole=peephole, dtype=torch.float64, sizes=(H, H, P))
+    diagonal = maps.DiagonalMap(H, 4 * H, bound=bound, dtype=torch.float64)
+    args[4] = diagonal
+    if input_map:
+        args[3] = maps.DiagonalMap(H, 4 * H, dtype=torch.float64)
+    leaves = [a for a in args if isinstance(a, torch.Tensor)] + list(diagonal.parameters())
+    leaves += list(args[3].parameters()) if input_map else []
+    ours = outputs_and_grads(native_layer, batch_sizes, args, reverse, leaves=leaves)
+    ref = outputs_and_grads(fused_layer, batch_sizes, args, reverse, leaves=leaves)
+    for i, (a, e) in enumerate(zip(ours, ref)):
+        assert_rel(a, e, 1e-12, what=f"output/gradient {i}")
+    with torch.no_grad():
+        for a, e in zip(native_layer(args[0], batch_sizes, *args[1:], reverse=reverse), ref):
+            assert_rel(a, e, 1e-12)
+
+
+@needs_native
+@pytest.mark.parametrize("many_threads", [2, 3])
+def test_diagonal_recurrence_same_on_one_thread_and_many(many_threads):
+    """Each thread sums dL/du over all rows for its own units: the same result on any number of threads."""
+    args = layer_args(PACKED, proj=False, peephole=True, dtype=torch.float64, sizes=(40, 150, 150))
+    args[4] = maps.DiagonalMap(150, 600, bound=1.0, dtype=torch.float64)
+    leaves = [a for a in args if isinstance(a, torch.Tensor)] + list(args[4].parameters())
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = outputs_and_grads(native_layer, PACKED, args, True, leaves=leaves)
+        torch.set_num_threads(many_threads)
+        many = outputs_and_grads(native_layer, PACKED, args, True, leaves=leaves)
+    finally:
+        torch.set_num_threads(threads)
+    for a, e in zip(one, many):
+        assert_rel(a, e, 1e-13)
+
+
+@needs_native
+@pytest.mark.parametrize("structure", [{"recurrent": "low-rank"}, {"gates": "low-rank"}, {"recurrent": "diagonal"}])
+def test_structured_lstm_takes_the_native_loop_and_matches_fused(monkeypatch, structure):
+    """lstmkit.LSTM with a low-rank W_hh (alone, or the joint gates sharing W2 with W_ih) or a diagonal one:
+    impl='auto' runs the native loop and gives the fused engine's outputs and gradients (bidirectional, packed,
+    2 layers)."""
     import lstmkit
     torch.manual_seed(0)
-    kw = dict(num_layers=2, bidirectional=True, dtype=torch.float64, **{structure: lstmkit.LowRank(rank=3)})
+    specs = {"low-rank": lstmkit.LowRank(rank=3), "diagonal": lstmkit.Diagonal(bound=1.0)}
+    kw = dict(num_layers=2, bidirectional=True, dtype=torch.float64,
+              **{where: specs[name] for where, name in structure.items()})
     ours, ref = lstmkit.LSTM(4, 9, **kw), lstmkit.LSTM(4, 9, impl="fused", **kw)
     ref.load_state_dict(ours.state_dict())
     calls = []
@@ -220,7 +270,9 @@ def test_auto_picks_native_for_dense_cpu_and_fused_otherwise(monkeypatch):
     auto_layer(x, PADDED, h0, c0, w_ih, low_rank, bias)  # W_hh = U V: the native loop, as an LSTMP
     auto_layer(x, PADDED, h0[:, :P], c0, w_ih, maps.LowRankMap(P, 4 * H, rank=3), bias, None,
                torch.randn(P, H))  # and with a projection too: fused
-    assert calls == ["native", "fused", "fused", "native", "fused"]
+    auto_layer(x, PADDED, h0, c0, w_ih, maps.DiagonalMap(H, 4 * H), bias)  # a diagonal W_hh: native
+    auto_layer(x, PADDED, h0, c0, w_ih, maps.DiagonalMap(H, 3 * H, gates=3), bias)  # not the four gates': fused
+    assert calls == ["native", "fused", "fused", "native", "fused", "native", "fused"]
 
 
 def test_auto_sends_a_single_row_without_gradient_to_fused(monkeypatch):

@@ -287,4 +287,8 @@ def test_structures_study_runs(tmp_path):
     rows = json.loads((tmp_path / "benchmarks" / "structures.json").read_text())["rows"]
     assert {r["structure"] for r in rows} >= {"lowrank", "grouped", "diagonal", "circulant", "coupled"}
     assert all(r["agrees"] and r["training"]["wall"]["ratio"] > 0 and r["training"]["cpu1"]["ratio"] > 0 for r in rows)
+    from lstmkit.engine import native
+    engines = {r["structure"]: r["engine"] for r in rows}
+    native_ones = {"lowrank", "lowrank-joint", "diagonal"} if native.available() else set()
+    assert {name for name, e in engines.items() if e == "native"} == native_ones  # dense and floor: impl='fused'
     assert "<!-- bench:structures -->" in (tmp_path / "BENCHMARKS.md").read_text()

@@ -147,24 +147,43 @@ def needed(row: dict) -> float:
     return row["pct_peak"]["nn.LSTM"] / row["time_target"]
 
 
-def misses(rows: list[dict], best: float) -> str:
-    """Notes on the missed rows; `best` is the highest % of the peak lstmkit reaches on any row of the run."""
+def of_ceiling(pct_peak: float, peak: dict) -> str:
+    """` (N % of the FMA ceiling)`: a % of the GEMM peak restated against the arithmetic ceiling, when measured."""
+    if not peak.get("fma_ceiling"):
+        return ""
+    return f" ({pct_peak * peak['peak'] / peak['fma_ceiling']:.0f} % of the FMA ceiling)"
+
+
+def misses(rows: list[dict], best: float, peak: dict | None = None) -> str:
+    """Notes on the missed rows; `best` is the highest % of the peak lstmkit reaches on any row of the run, `peak`
+    the run's measure_peak (for the FMA ceiling)."""
+    peak = peak or {}
     lines = ["Where a target is missed, the bound says what is reachable at all: the ratio lstmkit would have "
              "if all its multiply-adds ran at the GEMM peak this run measured (nn.LSTM's % of peak / 100). "
              f"Meeting the target needs lstmkit at nn.LSTM's % of peak / target; its best on any row here is "
-             f"{best:.0f} %."]
+             f"{best:.0f} %{of_ceiling(best, peak)}."]
     for r in rows:
+        need = f"{needed(r):.0f} %{of_ceiling(needed(r), peak)}"
         why = (f"the target is under the bound {bound(r):.2f}, out of reach: nn.LSTM already runs at "
-               f"{r['pct_peak']['nn.LSTM']:.0f} % of the peak, so the target needs {needed(r):.0f} % "
+               f"{r['pct_peak']['nn.LSTM']:.0f} % of the peak, so the target needs {need} "
                f"(lstmkit runs at {r['pct_peak']['lstmkit']:.0f} %)"
                if r["time_target"] < bound(r) else
-               f"bound {bound(r):.2f}: reachable in principle; the target needs {needed(r):.0f} % of the peak, "
+               f"bound {bound(r):.2f}: reachable in principle; the target needs {need} of the peak, "
                f"lstmkit runs at {r['pct_peak']['lstmkit']:.0f} %")
         memory = (f"; memory ratio {r['memory_ratio']:.2f} (target ≤ {r['memory_target']:g})"
                   if r.get("memory_ratio", 0) > r.get("memory_target", MEMORY_TARGET) else "")
         lines.append(f"- **{r['case']} {r['mode']}**: ratio {r['ratio']:.2f}, target {r['time_target']:g}, "
                      f"{why}{memory}.")
     return "\n".join(lines)
+
+
+def ceiling_note(peak: dict) -> str:
+    """The FMA ceiling sentence, when the run measured it."""
+    if not peak.get("fma_ceiling"):
+        return ""
+    return (f" The FMA ceiling, fp32 vector fused multiply-adds on registers alone with no memory traffic, is "
+            f"**{peak['fma_ceiling']:.0f} GFLOP/s**: no product, and no LSTM, can run faster on these cores; the "
+            f"GEMM peak is {100 * peak['peak'] / peak['fma_ceiling']:.0f} % of it.")
 
 
 def markdown(results: dict, image: str | None = None) -> str:
@@ -186,13 +205,13 @@ def markdown(results: dict, image: str | None = None) -> str:
         "`proj`: proj_size = H/4; `packed`: PackedSequence, lengths uniform in [T/2, T]. "
         "Memory: peak bytes allocated during one training step (MiB).",
         f"GEMM peak measured by this run: **{peak['peak']:.0f} GFLOP/s** ({peak['peak_backend']}, "
-        f"{peak['peak_shape']}); best per backend: {best} GFLOP/s.",
+        f"{peak['peak_shape']}); best per backend: {best} GFLOP/s." + ceiling_note(peak),
         report.table(HEADERS, [_cells(r) for r in rows]),
         f"{passed} of {len(rows)} rows meet their targets.",
     ]
     missed = [r for r in rows if r["agrees"] and not r["passes"]]
     if missed:
-        parts.append(misses(missed, max(r["pct_peak"]["lstmkit"] for r in rows if r["agrees"])))
+        parts.append(misses(missed, max(r["pct_peak"]["lstmkit"] for r in rows if r["agrees"]), peak))
     if image:
         parts.append(f"![lstmkit / nn.LSTM time and memory ratios]({image})")
     return "\n\n".join(parts) + "\n"

@@ -1,4 +1,5 @@
-"""The machine's GEMM peak, measured: the best GFLOP/s of torch.mm and of oneDNN matmul over given shapes."""
+"""The machine's GEMM peak, measured: the best GFLOP/s of torch.mm and of oneDNN matmul over given shapes; and its
+arithmetic ceiling, the rate of vector FMAs with no memory traffic, which bounds every GEMM."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -43,11 +44,24 @@ def shape_key(M: int, K: int, N: int) -> str:
     return f"{M}x{K}x{N}"
 
 
+def fma_ceiling(device="cpu", tries: int = 5) -> float | None:
+    """GFLOP/s of fp32 vector FMAs on registers alone on all of torch's threads, the best of `tries` runs of about
+    0.1 s: what the cores' FMA units can do at all. None off the CPU or without the native extension."""
+    if torch.device(device).type != "cpu":
+        return None
+    from lstmkit.engine.native import extension
+
+    ext = extension()
+    if ext is None:
+        return None
+    return max(ext.fma_ceiling(torch.get_num_threads(), 10_000_000) for _ in range(tries))
+
+
 def measure_peak(shapes: Iterable[tuple[int, int, int]], repeats: int, warmup: int, device="cpu") -> dict:
     """GFLOP/s of every backend on every (M, K, N) shape; `peak` is the best of all of them.
 
     Returns {"gflops": {backend: {"MxKxN": GFLOP/s}}, "best": {backend: GFLOP/s},
-             "peak": GFLOP/s, "peak_backend": str, "peak_shape": "MxKxN"}.
+             "peak": GFLOP/s, "peak_backend": str, "peak_shape": "MxKxN", "fma_ceiling": GFLOP/s or None}.
     """
     shapes = sorted(set(shapes))
     gflops = {b: {shape_key(*s): gemm_gflops(b, *s, repeats, warmup, device) for s in shapes}
@@ -56,4 +70,4 @@ def measure_peak(shapes: Iterable[tuple[int, int, int]], repeats: int, warmup: i
     peak_backend = max(best, key=best.get)
     peak_shape = max(gflops[peak_backend], key=gflops[peak_backend].get)
     return {"gflops": gflops, "best": best, "peak": best[peak_backend], "peak_backend": peak_backend,
-            "peak_shape": peak_shape}
+            "peak_shape": peak_shape, "fma_ceiling": fma_ceiling(device)}

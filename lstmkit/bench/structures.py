@@ -2,9 +2,10 @@
 
 For each shape (L, XL of lstmkit.bench.cases) one interleaved timing per mode covers nn.LSTM and every structure,
 so a slow spell on a shared machine hits them alike. Each structure is first checked against the dense LSTM of
-its own to_dense() (lstmkit.compress.densify). The `floor` row has diagonal W_ih and W_hh, next to no GEMM work:
-its time is the fused Python engine's fixed cost (pointwise gates, per-step calls), which no weight structure
-removes and which bounds every structure's speed-up.
+its own to_dense() (lstmkit.compress.densify). Each structure runs the engine lstmkit.LSTM picks for it: the
+native C++ loop for a low-rank or diagonal W_hh, the fused Python engine for the others. The `floor` row has
+diagonal W_ih and W_hh on the fused engine, next to no GEMM work: its time is that engine's fixed cost (pointwise
+gates, per-step calls), which no weight structure removes and which bounds the speed-up of every structure on it.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from lstmkit.bench import cases, report
 from lstmkit.bench.agreement import rel_err
 from lstmkit.bench.timing import Timing, time_interleaved
 from lstmkit.compress import densify
+from lstmkit.engine import native
 from lstmkit.layer import LSTM
 from lstmkit.maps import Circulant, Coupled, Diagonal, Grouped, LowRank, SharedGates
 from lstmkit.params import count_parameters
@@ -53,14 +55,23 @@ STRUCTURES = [
               lambda H: {"input": Circulant(16), "recurrent": Circulant(16)}, {("XL", "inference"): 1 / 1.5}),
     Structure("coupled", "gates=Coupled()", lambda H: {"gates": Coupled()}, {}),
     Structure("shared", "gates=SharedGates(('i','f','o'))", lambda H: {"gates": SharedGates(("i", "f", "o"))}, {}),
-    Structure("floor", "input=recurrent=Diagonal() (no GEMMs)",
-              lambda H: {"input": Diagonal(), "recurrent": Diagonal()}, {}),
+    Structure("floor", "input=recurrent=Diagonal(), impl='fused' (no GEMMs)",
+              lambda H: {"input": Diagonal(), "recurrent": Diagonal(), "impl": "fused"}, {}),
 ]
 
 
 def target(s: Structure, shape: str, mode: str) -> float | None:
     """The target for this shape and mode; targets are set for the L and XL shapes only ("*": both)."""
     return s.targets.get((shape, mode), s.targets.get(("*", mode))) if shape in SHAPES else None
+
+
+def engine(lstm: LSTM, x: torch.Tensor) -> str:
+    """"native" where impl="auto" runs this one-layer LSTM's time loop in C++ on x (T, B, I), else "fused"."""
+    B, H = x.shape[1], lstm.hidden_size
+    h0, c0 = x.new_zeros(B, lstm.proj_size or H), x.new_zeros(B, H)
+    runs = lstm.impl == "auto" and native.available() and native.supports(
+        x.flatten(0, 1), h0, c0, lstm.weight_ih_l0, lstm.weight_hh_l0, None, None, getattr(lstm, "weight_hr_l0", None))
+    return "native" if runs else "fused"
 
 
 def gate_flops(lstm: LSTM, rows: int) -> int:
@@ -105,7 +116,8 @@ def run_shape(shape: str, table: dict, cfg) -> list[dict]:
         with torch.no_grad():  # the gate check: the structure computes what its own dense matrices compute
             err = rel_err(m(x)[0], densify(m)(x)[0])
         models[s.name] = m
-        rows.append({"structure": s.name, "label": s.label, "shape": shape, "dims": case.dims, "T": T, "B": B,
+        rows.append({"structure": s.name, "label": s.label, "engine": engine(m, x), "shape": shape,
+                     "dims": case.dims, "T": T, "B": B,
                      "H": H, "params": count_parameters(m), "params_dense": count_parameters(ref),
                      "gate_flops": gate_flops(m, T * B), "gate_flops_dense": 8 * H * H * T * B,
                      "agrees": err <= cfg.tol, "max_rel_err": err, "tol": cfg.tol})
@@ -164,14 +176,14 @@ def _verdict(r: dict) -> str:
                      f"cpu {word[passes(r, mode, 'cpu1')]}" for mode in MODES if r[mode]["target"] is not None)
 
 
-HEADERS = ["structure", "lstmkit.LSTM(H, H, ...)", "shape", "params", "gate FLOPs", "infer ms", "nn ms",
+HEADERS = ["structure", "lstmkit.LSTM(H, H, ...)", "engine", "shape", "params", "gate FLOPs", "infer ms", "nn ms",
            "infer speed-up", "infer speed-up (CPU, 1 thread)", "train ms", "nn ms", "train speed-up",
            "train speed-up (CPU, 1 thread)", "target"]
 
 
 def markdown(results: dict, image: str | None = None) -> str:
     rows = results["rows"]
-    body = [[r["structure"], f"`{r['label']}`", r["dims"], f"{r['params'] / r['params_dense']:.2f}",
+    body = [[r["structure"], f"`{r['label']}`", r.get("engine", ""), r["dims"], f"{r['params'] / r['params_dense']:.2f}",
              f"{r['gate_flops'] / r['gate_flops_dense']:.2f}", *_cells(r, "inference"), *_cells(r, "training"),
              _verdict(r)] for r in rows]
     met = {clock: [passes(r, mode, clock) for r in rows for mode in MODES if r[mode]["target"] is not None]
@@ -184,10 +196,12 @@ def markdown(results: dict, image: str | None = None) -> str:
         "other sections), and CPU time (`time.process_time`) at one thread, which leaves out the time other "
         "processes on a shared machine hold the cores. `params` and `gate FLOPs` are relative to the dense LSTM "
         "(gate FLOPs: multiply-adds of W_ih and W_hh over all T·B rows, from each map's `flops()`). Every "
-        "structure is checked against the dense LSTM of its own `to_dense()` before timing. Structured layers "
-        "run the fused engine (a Python time loop, hand-written BPTT: per step one map call and one native "
-        "pointwise kernel; inference without autograd); `dense` is the dense layer on that "
-        "same engine, and `floor` (diagonal W_ih and W_hh, no GEMMs) is that engine's fixed cost.",
+        "structure is checked against the dense LSTM of its own `to_dense()` before timing. `engine` is the "
+        "engine `lstmkit.LSTM` picks: `native` is the C++ time loop (a low-rank W_hh = U V runs there as an "
+        "LSTMP whose projection only feeds the recurrence, a diagonal W_hh inside the pointwise step), `fused` "
+        "the Python time loop with hand-written BPTT (per step one map call and one native pointwise kernel; "
+        "inference without autograd). `dense` is the dense layer on the fused engine, and `floor` (diagonal "
+        "W_ih and W_hh, no GEMMs) is the fused engine's fixed cost.",
         report.table(HEADERS, body),
         "Targets met: " + ", ".join(f"{sum(map(bool, v))} of {len(v)} by {CLOCKS[c]}" for c, v in met.items()) + ".",
         notes(rows),
@@ -208,7 +222,8 @@ def notes(rows: list[dict]) -> str:
             m = r[mode]
             if m["target"] is None or (passes(r, mode, "wall") and passes(r, mode, "cpu1")) or "cpu1" not in m:
                 continue
-            fl, de = floor.get((r["shape"], mode)), dense.get((r["shape"], mode))
+            on_fused = r.get("engine", "fused") == "fused"  # the floor and dense rows are the fused engine's
+            fl, de = (floor.get((r["shape"], mode)), dense.get((r["shape"], mode))) if on_fused else (None, None)
             flo = (f" The floor alone takes {fl['time_s'] / fl['nn_time_s']:.0%} of nn.LSTM's CPU time here, "
                    f"{fl['time_s'] / m['cpu1']['time_s']:.0%} of this structure's." if fl else "")
             flo += (f" And the engine's products (torch.mm) run the dense layer at {1 / de['ratio']:.2f}× nn.LSTM's "
@@ -218,7 +233,8 @@ def notes(rows: list[dict]) -> str:
                          f"{1 / m['cpu1']['ratio']:.2f}× CPU, target {1 / m['target']:.2g}×. Its gate FLOPs are "
                          f"{r['gate_flops'] / r['gate_flops_dense']:.2f}× the dense ones (a bound of "
                          f"{r['gate_flops_dense'] / r['gate_flops']:.1f}× if time followed FLOPs), but the per-step "
-                         f"pointwise gates and map calls do not shrink with the weights.{flo}")
+                         f"pointwise gates and {'map calls' if on_fused else 'the threads meeting at each step'} "
+                         f"do not shrink with the weights.{flo}")
     return "\n".join(["Where a target is missed:", *lines]) if lines else "Every target is met by both clocks."
 
 

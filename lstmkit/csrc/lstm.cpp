@@ -14,6 +14,7 @@
 
 #include "cell.h"
 #include "gemm.h"
+#include "ceiling.h"
 #include "products.h"
 #include "step.h"
 #include "team.h"
@@ -105,18 +106,24 @@ struct Forward {
   T *h_full;                // (B, H) h_t before the projection, with one
   T *h_seq;                 // (N, H) every h_t before the projection, when asked for: the layer's output when the
                             // projection only feeds the recurrence (low-rank W_hh = U V as W_hh = U, W_hr = V)
+  const T *diag;             // (4, H) a diagonal W_hh, u_q for a_q += u_q ⊙ h_{t-1} (P == H), or null
   int64_t I, H, P;
   Steps steps;
   Panels<T> input;       // W_ih^T (I, 4H) as pack_gates lays it out, or none
-  Panels<T> recurrent;   // W_hh^T (P, 4H) likewise
+  Panels<T> recurrent;   // W_hh^T (P, 4H) likewise; none with `diag`
   Panels<T> projection;  // W_hr^T (H, P)
+
+  int64_t units() const { return (H + L - 1) / L; }  // the items of a gates phase: panels of L hidden units
 
   void pointwise(int64_t s, int64_t b, int64_t u0, int n, const T* tile) const {
     const int64_t row = steps.start[s] + b;
     const bool ends = b >= steps.rows_at(s + 1);
+    const bool tiled = input.count || !diag;  // the tile holds a product: W_ih x_t, W_hh h_{t-1} or both
+    const T* h_prev = diag ? steps.prev(s, b, out, h0, P) + u0 : nullptr;
     const auto pre_activation = [&](int g) {  // a_g = W_ih x_t + W_hh h_{t-1} + b
-      V a = V::loadu(tile + g * L);
+      V a = tiled ? V::loadu(tile + g * L) : V(T(0));
       if (!input.count) a = a + V::loadu(x + row * 4 * H + g * H + u0, n);
+      if (diag) a = at::vec::fmadd(V::loadu(diag + g * H + u0, n), V::loadu(h_prev, n), a);  // + u_g ⊙ h_{t-1}
       if (bias) a = a + V::loadu(bias + g * H + u0, n);
       return a;
     };
@@ -164,8 +171,10 @@ struct Forward {
       } else {
         prefetch_input_product(s, b0, b1, u0);
       }
-      for (int64_t b = b0; b < b1; ++b) a[b - b0] = steps.prev(s, b, out, h0, P);
-      kernel<T>(b1 - b0, 4)(P, a, recurrent.panel(j), tile, input.count > 0);
+      if (!diag) {
+        for (int64_t b = b0; b < b1; ++b) a[b - b0] = steps.prev(s, b, out, h0, P);
+        kernel<T>(b1 - b0, 4)(P, a, recurrent.panel(j), tile, input.count > 0);
+      }
       for (int64_t b = b0; b < b1; ++b) pointwise(s, b, u0, n, tile + (b - b0) * 4 * L);
     }
   }
@@ -192,10 +201,10 @@ struct Forward {
     const int64_t phases_per_step = h_full ? 2 : 1;
     std::vector<int64_t> counts;
     for (int64_t s = 0; s < steps.count(); ++s) {
-      counts.push_back(recurrent.count);
+      counts.push_back(units());
       if (h_full) counts.push_back(projection.count);
     }
-    run_phases(counts, team_size(std::max(recurrent.count, projection.count)), [&](int64_t phase, int64_t i) {
+    run_phases(counts, team_size(std::max(units(), projection.count)), [&](int64_t phase, int64_t i) {
       const int64_t s = phase / phases_per_step;
       phase % phases_per_step ? project(s, i) : gates(s, i);
     });
@@ -218,9 +227,10 @@ struct Backward {
   T *h_full;       // (N, H) h_t = o ⊙ tanh(c_t) recomputed for dW_hr, with projection only: written over
                    // `cells` (the same array), row by row once c_t has had its last read
   const T *d_h_seq;  // (N, H) dL/dh_t from outside the recurrence (forward's h_seq), or null
+  const T *diag;     // (4, H) a diagonal W_hh (P == H), or null
   int64_t I, H, P;
   Steps steps;
-  Panels<T> recurrent_panels;  // W_hh (4H, P)
+  Panels<T> recurrent_panels;  // W_hh (4H, P); with `diag`, none but its width and count: the unit panels
   Panels<T> input;             // W_ih (4H, I), when dL/dx is asked for
   Panels<T> projection;        // W_hr (P, H)
 
@@ -268,6 +278,19 @@ struct Backward {
     for (int64_t b = b0; b < b1; ++b) std::copy_n(tile + (b - b0) * w.width, n, dst + (b - b0) * ld);
   }
 
+  // Rows [b0, b1) of dL/dh_{t-1} = sum_q u_q ⊙ dG_q for the n units from u0 (a diagonal W_hh), rows `ld` apart.
+  void diagonal_product(int64_t k, int64_t b0, int64_t b1, int64_t u0, int64_t n, T* dst, int64_t ld) const {
+    for (int64_t b = b0; b < b1; ++b) {
+      const T* dg = gates + (steps.start[k] + b) * 4 * H + u0;
+      for (int64_t v = 0; v < n; v += L) {
+        const int m = static_cast<int>(std::min<int64_t>(L, n - v));
+        V sum = V::loadu(diag + u0 + v, m) * V::loadu(dg + v, m);
+        for (int q = 1; q < 4; ++q) sum = at::vec::fmadd(V::loadu(diag + q * H + u0 + v, m), V::loadu(dg + q * H + v, m), sum);
+        sum.store(dst + (b - b0) * ld + v, m);
+      }
+    }
+  }
+
   // Panel p of dL/dh_{t-1} = W_hh^T dG_t for step k's rows (none when k is past the end), then for step k - 1's
   // rows the pointwise backward (no projection: these columns are hidden units) or dL/dr = d_out + dL/dh.
   void recurrent(int64_t k, int64_t p) const {
@@ -277,7 +300,8 @@ struct Backward {
     const int64_t width = recurrent_panels.width, col = p * width, n = std::min(width, P - col);
     for (int64_t t = 0; t < tiles.count; ++t) {
       const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1), g1 = std::min(b1, gemm_rows);
-      if (g1 > b0) gate_product(k, recurrent_panels, p, b0, g1, dh_next + b0 * P + col, P, n, tile);
+      if (g1 > b0 && diag) diagonal_product(k, b0, g1, col, n, dh_next + b0 * P + col, P);
+      else if (g1 > b0) gate_product(k, recurrent_panels, p, b0, g1, dh_next + b0 * P + col, P, n, tile);
       for (int64_t b = b0; b < std::min(b1, next_rows); ++b) {
         const int64_t row = steps.start[next] + b;
         const T* d_o = d_out + row * P + col;
@@ -374,25 +398,29 @@ void check(const std::optional<at::Tensor>& t, const char* name, const at::Tenso
   if (t) check(*t, name, like);
 }
 
-// x (N, I) with weight_ih (4H, I), or the input product already done, x (N, 4H), without. Returns
+// x (N, I) with weight_ih (4H, I), or the input product already done, x (N, 4H), without. weight_hh (4H, P), or
+// with `diagonal` its four diagonals (4, H), u_q in a_q += u_q ⊙ h_{t-1}, without weight_hr (P == H). Returns
 // [out (N, P), h_n (B, P), c_n (B, H), when training the activated gates (N, 4H) and cells c_t (N, H), and with
 // `keep_h` (and a projection) every h_t before the projection (N, H)].
 std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
                                 const std::optional<at::Tensor>& bias, const at::Tensor& h0, const at::Tensor& c0,
                                 const at::Tensor& w_hh, const std::optional<at::Tensor>& peephole,
                                 const std::optional<at::Tensor>& w_hr, const std::vector<int64_t>& batch_sizes,
-                                bool reverse, bool training, bool keep_h) {
+                                bool reverse, bool training, bool keep_h, bool diagonal) {
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "the native engine runs float32 and float64");
   for (auto [t, name] : {std::pair{x, "x"}, {h0, "h0"}, {c0, "c0"}, {w_hh, "weight_hh"}}) check(t, name, x);
   check(w_ih, "weight_ih", x), check(bias, "bias", x), check(peephole, "peephole", x), check(w_hr, "weight_hr", x);
-  const int64_t N = x.size(0), I = x.size(1), H = w_hh.size(0) / 4, B = h0.size(0), P = h0.size(1);
+  TORCH_CHECK(w_hh.dim() == 2 && (!diagonal || (w_hh.size(0) == 4 && !w_hr)),
+              "a diagonal weight_hh is (4, H), without weight_hr");
+  const int64_t N = x.size(0), I = x.size(1), H = diagonal ? w_hh.size(1) : w_hh.size(0) / 4, B = h0.size(0),
+                P = h0.size(1);
   const Steps steps(batch_sizes, reverse);
   TORCH_CHECK(batch_sizes[0] == B && steps.total == N, "batch_sizes do not match the rows of x and h0");
   TORCH_CHECK(w_ih ? w_ih->size(0) == 4 * H && w_ih->size(1) == I : I == 4 * H,
               "x must be (N, I) with weight_ih (4H, I), or (N, 4H) without");
   TORCH_CHECK(w_hh.size(1) == P && c0.size(0) == B && c0.size(1) == H && (!w_hr || w_hr->size(0) == P),
-              "weight_hh (4H, P), weight_hr (P, H), h0 (B, P) and c0 (B, H) do not fit together");
+              "weight_hh (4H, P) or diagonal (4, H), weight_hr (P, H), h0 (B, P) and c0 (B, H) do not fit together");
   const auto opt = x.options();
   at::Tensor out = empty_large({N, P}, opt), h_n = at::empty({B, P}, opt), c_n = at::empty({B, H}, opt);
   at::Tensor acts, cells, c_state;
@@ -411,7 +439,8 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
                         c0.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(peephole), out.data_ptr<scalar_t>(),
                         h_n.data_ptr<scalar_t>(), c_n.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(acts),
                         ptr_or_null<scalar_t>(cells), ptr_or_null<scalar_t>(c_state), ptr_or_null<scalar_t>(h_full),
-                        ptr_or_null<scalar_t>(h_seq), I, H, P, steps, {}, pack_gates<scalar_t>(w_hh, H), {}};
+                        ptr_or_null<scalar_t>(h_seq), diagonal ? w_hh.data_ptr<scalar_t>() : nullptr, I, H, P,
+                        steps, {}, diagonal ? Panels<scalar_t>{} : pack_gates<scalar_t>(w_hh, H), {}};
     if (w_ih) f.input = pack_gates<scalar_t>(*w_ih, H);
     if (w_hr) f.projection = pack_projection<scalar_t>(*w_hr, panel_vecs(P, L, team_size(P)));
     f.run();
@@ -446,6 +475,40 @@ at::Tensor recurrent_weight_grad(const at::Tensor& d_gates, const at::Tensor& ou
   return grad;
 }
 
+// dU = sum over rows of dG_q ⊙ h_prev for a diagonal W_hh: (4, H), each thread summing its own units over all rows.
+at::Tensor diagonal_weight_grad(const at::Tensor& d_gates, const at::Tensor& out, const at::Tensor& h0,
+                                const Steps& steps) {
+  const int64_t H = out.size(1);
+  at::Tensor grad = at::empty({4, H}, out.options());
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "lstmkit_diagonal_grad", [&] {
+    using V = Vectorized<scalar_t>;
+    constexpr int64_t L = V::size(), kVecs = 4;  // a chunk: 4 vectors of units, 16 accumulators
+    const scalar_t *dg = d_gates.data_ptr<scalar_t>(), *o = out.data_ptr<scalar_t>(), *h = h0.data_ptr<scalar_t>();
+    scalar_t* g = grad.data_ptr<scalar_t>();
+    at::parallel_for(0, (H + kVecs * L - 1) / (kVecs * L), 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t u0 = c * kVecs * L, vecs = std::min<int64_t>(kVecs, (H - u0 + L - 1) / L);
+        int m[kVecs];
+        V sum[4][kVecs];
+        for (int64_t j = 0; j < vecs; ++j) m[j] = static_cast<int>(std::min<int64_t>(L, H - u0 - j * L));
+        for (auto& gate : sum) std::fill(gate, gate + kVecs, V(scalar_t(0)));
+        for (int64_t s = 0; s < steps.count(); ++s)
+          for (int64_t b = 0; b < steps.rows[s]; ++b) {
+            const scalar_t* hp = steps.prev(s, b, o, h, H) + u0;
+            const scalar_t* d = dg + (steps.start[s] + b) * 4 * H + u0;
+            for (int64_t j = 0; j < vecs; ++j) {
+              const V hv = V::loadu(hp + j * L, m[j]);
+              for (int q = 0; q < 4; ++q) sum[q][j] = at::vec::fmadd(V::loadu(d + q * H + j * L, m[j]), hv, sum[q][j]);
+            }
+          }
+        for (int q = 0; q < 4; ++q)
+          for (int64_t j = 0; j < vecs; ++j) sum[q][j].store(g + q * H + u0 + j * L, m[j]);
+      }
+    });
+  });
+  return grad;
+}
+
 // The gradients of `forward`'s loss through its outputs (and through h_seq, d_h_seq, when it was kept), for [x, h0,
 // c0, peephole, bias, weight_ih, weight_hh, weight_hr] where `needs` asks (h0 and c0 always come): None for those
 // not asked or absent. The loop writes dL/dgates over `acts` (consuming them: no second (N, 4H) buffer) and forms
@@ -458,7 +521,7 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
                                  const at::Tensor& w_hh, const std::optional<at::Tensor>& peephole,
                                  const std::optional<at::Tensor>& w_hr, const std::vector<int64_t>& batch_sizes,
                                  bool reverse, const std::vector<bool>& needs,
-                                 const std::optional<at::Tensor>& d_h_seq) {
+                                 const std::optional<at::Tensor>& d_h_seq, bool diagonal) {
   for (auto [t, name] : {std::pair{d_out, "d_out"}, {d_h_n, "d_h_n"}, {d_c_n, "d_c_n"}, {cells, "cells"},
                          {out, "out"}, {x, "x"}, {h0, "h0"}, {c0, "c0"}, {w_hh, "weight_hh"}})
     check(t, name, acts);
@@ -468,6 +531,8 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
   const int64_t N = acts.size(0), I = x.size(1), H = acts.size(1) / 4, P = h0.size(1);
   TORCH_CHECK(!d_h_seq || (w_hr && d_h_seq->size(0) == N && d_h_seq->size(1) == H),
               "d_h_seq must be (N, H), and comes only with weight_hr");
+  TORCH_CHECK(!diagonal || (w_hh.size(0) == 4 && w_hh.size(1) == H && P == H && !w_hr),
+              "a diagonal weight_hh is (4, H), without weight_hr");
   const Steps steps(batch_sizes, reverse);
   const auto opt = acts.options();
   const at::Tensor& d_gates = acts;
@@ -486,8 +551,11 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
                           acts.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(dx), dh_next.data_ptr<scalar_t>(),
                           dc.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(d_peep), ptr_or_null<scalar_t>(d_bias),
                           ptr_or_null<scalar_t>(d_out_total), ptr_or_null<scalar_t>(h_full),
-                          ptr_or_null<scalar_t>(d_h_seq), I, H, P, steps,
-                          pack_plain<scalar_t>(w_hh, panel_vecs(P, L, threads)), {}, {}};
+                          ptr_or_null<scalar_t>(d_h_seq), diagonal ? w_hh.data_ptr<scalar_t>() : nullptr, I, H, P,
+                          steps, {}, {}, {}};
+    const int64_t width = panel_vecs(P, L, threads) * L;  // the diagonal's items: unit panels, nothing packed
+    bw.recurrent_panels = diagonal ? Panels<scalar_t>{at::Tensor(), nullptr, 0, width, (P + width - 1) / width}
+                                   : pack_plain<scalar_t>(w_hh, panel_vecs(P, L, threads));
     if (dx.defined()) bw.input = pack_plain<scalar_t>(*w_ih, panel_vecs(I, L, threads));
     if (w_hr) bw.projection = pack_plain<scalar_t>(*w_hr, panel_vecs(H, L, threads));
     bw.run();
@@ -499,7 +567,8 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
     product(d_out_total.t(), h_full, d_w_hr);  // dW_hr = sum_t dr_t^T h_t
   }
   d_out_total.reset(), h_full.reset();
-  if (needs[6]) d_w_hh = recurrent_weight_grad(d_gates, out, h0, steps);
+  if (needs[6])
+    d_w_hh = diagonal ? diagonal_weight_grad(d_gates, out, h0, steps) : recurrent_weight_grad(d_gates, out, h0, steps);
   if (w_ih && needs[5]) {
     d_w_ih = at::empty({4 * H, I}, opt);
     product(d_gates.t(), x, d_w_ih);  // dW_ih = sum_t dG_t^T x_t
@@ -512,10 +581,10 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "lstmkit's native LSTM time loop (see lstmkit/engine/native.py)";
   m.def("forward", &lstmkit::forward, "forward(x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr, "
-        "batch_sizes, reverse, training, keep_h) -> [out, h_n, c_n, acts, cells, h_seq]");
+        "batch_sizes, reverse, training, keep_h, diagonal) -> [out, h_n, c_n, acts, cells, h_seq]");
   m.def("backward", &lstmkit::backward, "backward(d_out, d_h_n, d_c_n, acts (consumed), cells (consumed with "
         "weight_hr), out, x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr, batch_sizes, reverse, needs, "
-        "d_h_seq) -> [d_x, d_h0, d_c0, "
+        "d_h_seq, diagonal) -> [d_x, d_h0, d_c0, "
         "d_peephole, d_bias, d_weight_ih, d_weight_hh, d_weight_hr]");
   m.def("empty_large", [](const std::vector<int64_t>& sizes, const at::Tensor& like) {
     return lstmkit::empty_large(sizes, like.options());
@@ -524,4 +593,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "c_prev, peephole, c (out), h (out))");
   m.def("step_backward", &lstmkit::step_backward, "step_backward(dh, dc (in: dL/dc_t, out: dL/dc_{t-1}), acts, c, "
         "c_prev, peephole, d_gates (out))");
+  m.def("fma_ceiling", &lstmkit::fma_ceiling, "fma_ceiling(threads, iterations) -> GFLOP/s of fp32 vector FMAs "
+        "on registers alone, the arithmetic bound of this machine");
 }

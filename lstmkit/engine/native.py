@@ -104,15 +104,30 @@ def low_rank_factors(weight_hh: Map, weight_hr: Map | None) -> tuple[Tensor, Ten
     return outer.weight, inner.weight
 
 
+def is_diagonal(weight_hh: Map, weight_hr: Map | None) -> bool:
+    """A diagonal W_hh of the four gates (a_q += u_q ⊙ h_{t-1}) in a layer without projection: the native loop adds
+    it in its pointwise step, so a step's only product is W_ih x_t."""
+    return weight_hr is None and isinstance(weight_hh, maps.DiagonalMap) and weight_hh.gates == 4
+
+
+def recurrent_kind(weight_hh: Map, weight_hr: Map | None) -> str | None:
+    """How the native loop runs W_hh (and W_hr): "dense" (plain tensors), "low-rank" (U, V as W_hh, W_hr; see
+    `low_rank_factors`), "diagonal" (see `is_diagonal`), or None where it can't."""
+    if isinstance(weight_hh, Tensor) and (weight_hr is None or isinstance(weight_hr, Tensor)):
+        return "dense"
+    if low_rank_factors(weight_hh, weight_hr) is not None:
+        return "low-rank"
+    return "diagonal" if is_diagonal(weight_hh, weight_hr) else None
+
+
 def supports(x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Map, weight_hh: Map, bias: Tensor | None = None,
              peephole: Tensor | None = None, weight_hr: Map | None = None) -> bool:
-    """Whether the native loop runs these inputs: CPU float32/float64, dense (plain tensor) W_hh and W_hr, or a
-    low-rank W_hh of two dense factors without W_hr. A structured W_ih is fine: its product is then computed
-    before the loop."""
-    factors = low_rank_factors(weight_hh, weight_hr)
-    if factors is not None:
-        weight_hh, weight_hr = factors
-    loop = [x, h0, c0, weight_hh, *(t for t in (bias, peephole, weight_hr) if t is not None)]
+    """Whether the native loop runs these inputs: CPU float32/float64, and a W_hh (and W_hr) of a
+    `recurrent_kind`. A structured W_ih is fine: its product is then computed before the loop."""
+    if recurrent_kind(weight_hh, weight_hr) is None:
+        return False
+    loop = [x, h0, c0, *maps.tensors(weight_hh), *maps.tensors(weight_hr),
+            *(t for t in (bias, peephole) if t is not None)]
     if isinstance(weight_ih, Tensor):
         loop.append(weight_ih)
     return (x.dtype in (torch.float32, torch.float64)
@@ -127,9 +142,10 @@ class NativeRecurrence(torch.autograd.Function):
     """`Recurrence` (lstmkit/engine/bptt.py) with both loops in C++, and the input product inside the loop.
 
     apply(cfg, x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr) -> (out, h_n, c_n), cfg = (batch_sizes,
-    reverse, internal): x (N, I) with a dense weight_ih (4H, I); or, with weight_ih None, x is Recurrence's gates_x
-    (N, 4H). With `internal`, the projection r_t = W_hr h_t only feeds the recurrence (a low-rank W_hh, see
-    `low_rank_factors`): h0 is r_0 (B, P), and out (N, H) and h_n (B, H) are h_t, not r_t.
+    reverse, kind): x (N, I) with a dense weight_ih (4H, I); or, with weight_ih None, x is Recurrence's gates_x
+    (N, 4H). `kind` is a `recurrent_kind`. With "low-rank", the projection r_t = W_hr h_t only feeds the recurrence
+    (W_hh = U V, see `low_rank_factors`): h0 is r_0 (B, P), and out (N, H) and h_n (B, H) are h_t, not r_t. With
+    "diagonal", weight_hh is the (4, H) diagonals u_q and the step adds u_q ⊙ h_{t-1} to the gates.
     Inside the loop, W_ih x_t joins W_hh h_{t-1} in one register tile: no (N, 4H) buffer and no separate GEMM.
     Saves the activated gates and c_t of every row; h_{t-1} and c_{t-1} are read back from the output, the saved
     cells and (h0, c0) rather than stored twice. Backward writes dL/dgates over the saved gates (no second
@@ -141,8 +157,9 @@ class NativeRecurrence(torch.autograd.Function):
     def forward(ctx, cfg, x: Tensor, h0: Tensor, c0: Tensor, peephole: Tensor | None, bias: Tensor | None,
                 weight_ih: Tensor | None, weight_hh: Tensor, weight_hr: Tensor | None):
         loop = [_contiguous(t) for t in (x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr)]
-        batch_sizes, reverse, internal = cfg
-        out, h_n, c_n, acts, cells, h_seq = extension().forward(*loop, batch_sizes, reverse, True, internal)
+        batch_sizes, reverse, kind = cfg
+        internal, diagonal = kind == "low-rank", kind == "diagonal"
+        out, h_n, c_n, acts, cells, h_seq = extension().forward(*loop, batch_sizes, reverse, True, internal, diagonal)
         ctx.cfg, ctx.consumed = cfg, False
         ctx.save_for_backward(acts, cells, out, *loop)  # out: r_t, the recurrent input, even when internal
         if internal:
@@ -154,9 +171,10 @@ class NativeRecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, d_out: Tensor, d_h_n: Tensor, d_c_n: Tensor):
         acts, cells, out, *loop = ctx.saved_tensors
-        batch_sizes, reverse, internal = ctx.cfg
+        batch_sizes, reverse, kind = ctx.cfg
+        internal, diagonal = kind == "low-rank", kind == "diagonal"
         if ctx.consumed:  # an earlier backward wrote over the saved gates (and cells): run the forward again
-            acts, cells = extension().forward(*loop, batch_sizes, reverse, True, False)[3:5]
+            acts, cells = extension().forward(*loop, batch_sizes, reverse, True, False, diagonal)[3:5]
         ctx.consumed = True
         needs = list(ctx.needs_input_grad[1:])  # x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr
         d_h_seq = None
@@ -164,7 +182,7 @@ class NativeRecurrence(torch.autograd.Function):
             d_h_seq = d_out.contiguous().index_add(0, ctx.last, d_h_n)
             d_out, d_h_n = out.new_zeros(out.shape), out.new_zeros(len(ctx.last), out.shape[1])
         grads = extension().backward(d_out.contiguous(), d_h_n.contiguous(), d_c_n.contiguous(), acts, cells, out,
-                                     *loop, batch_sizes, reverse, needs, d_h_seq)
+                                     *loop, batch_sizes, reverse, needs, d_h_seq, diagonal)
         return None, *(g if need else None for g, need in zip(grads, needs))
 
 
@@ -188,20 +206,22 @@ def native_layer(x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Tensor, weig
         raise RuntimeError("the native engine is unavailable (LSTMKIT_NO_NATIVE is set, or its build failed: "
                            "see the warning); use impl='auto' or 'fused'")
     if not supports(x, h0, c0, weight_ih, weight_hh, bias, peephole, weight_hr):
-        raise ValueError("the native engine runs CPU float32/float64 tensors with dense weight_hh and weight_hr; "
-                         "use impl='auto' or 'fused'")
+        raise ValueError("the native engine runs CPU float32/float64 tensors with a dense weight_hh and weight_hr, "
+                         "or without weight_hr a low-rank or diagonal weight_hh; use impl='auto' or 'fused'")
     if not isinstance(weight_ih, Tensor):  # a structured input map: its product for all rows at once, (N, 4H)
         x, weight_ih = maps.apply(weight_ih, x), None
-    factors = low_rank_factors(weight_hh, weight_hr)
-    if factors is not None:  # W_hh = U V: the loop's recurrent state is r_t = V h_t, starting from V h_0
-        weight_hh, weight_hr = factors
+    kind = recurrent_kind(weight_hh, weight_hr)
+    if kind == "low-rank":  # W_hh = U V: the loop's recurrent state is r_t = V h_t, starting from V h_0
+        weight_hh, weight_hr = low_rank_factors(weight_hh, weight_hr)
         h0 = h0 @ weight_hr.t()  # (B, r), through autograd: dL/dh_0 and V's share of it follow from dL/dr_0
-    batch_sizes, internal = [int(n) for n in batch_sizes], factors is not None
+    elif kind == "diagonal":  # through autograd: a bounded map's u = bound·tanh(w) passes dL/du on to w
+        weight_hh = weight_hh.diagonals()
+    batch_sizes, internal = [int(n) for n in batch_sizes], kind == "low-rank"
     args = (x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
-        return NativeRecurrence.apply((batch_sizes, reverse, internal), *args)
+        return NativeRecurrence.apply((batch_sizes, reverse, kind), *args)
     loop = (_contiguous(t) for t in (x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr))
-    out, h_n, c_n, _, _, h_seq = ext.forward(*loop, batch_sizes, reverse, False, internal)
+    out, h_n, c_n, _, _, h_seq = ext.forward(*loop, batch_sizes, reverse, False, internal, kind == "diagonal")
     if internal:
         return h_seq, h_seq.index_select(0, last_rows(batch_sizes, reverse, h_seq.device)), c_n
     return out, h_n, c_n

@@ -1,0 +1,12 @@
+// The machine's arithmetic ceiling: what its vector FMA units do with no memory traffic at all.
+#pragma once
+
+#include <cstdint>
+
+namespace lstmkit {
+
+// GFLOP/s of fp32 fused multiply-adds on `threads` threads (torch's pool), each running `iterations` rounds of
+// 16 independent vector FMAs on registers: the bound that no GEMM, and no LSTM, can pass on this machine.
+double fma_ceiling(int64_t threads, int64_t iterations);
+
+}  // namespace lstmkit
