@@ -118,7 +118,24 @@ def test_gradcheck_native_recurrence(input_product, packed, reverse, peephole, p
     x = t(sum(batch_sizes), i if input_product else 4 * h)
     args = (x, t(b, pr), t(b, h), t(3, h) if peephole else None, t(4 * h), t(4 * h, i) if input_product else None,
             t(4, h) if kind == "diagonal" else t(4 * h, pr), t(p, h) if proj else None)
-    cfg = (batch_sizes, reverse, kind)
+    cfg = (batch_sizes, reverse, kind, 1)
+    assert torch.autograd.gradcheck(lambda *a: native.NativeRecurrence.apply(cfg, *a), args)
+
+
+@needs_native
+@pytest.mark.parametrize("packed,reverse,peephole", [(False, False, False), (True, True, True)])
+def test_gradcheck_native_grouped_recurrence(packed, reverse, peephole):
+    """A block-diagonal W_hh given as its blocks' rows (4H, H / groups): two groups of 16 units."""
+    batch_sizes = [3, 2, 1] if packed else [2, 2]
+    gen = torch.Generator().manual_seed(0)
+    h, groups, b, i = 32, 2, batch_sizes[0], 3
+
+    def t(*shape):
+        return (0.5 * torch.randn(*shape, generator=gen, dtype=torch.float64)).requires_grad_()
+
+    args = (t(sum(batch_sizes), i), t(b, h), t(b, h), t(3, h) if peephole else None, t(4 * h), t(4 * h, i),
+            t(4 * h, h // groups), None)
+    cfg = (batch_sizes, reverse, "grouped", groups)
     assert torch.autograd.gradcheck(lambda *a: native.NativeRecurrence.apply(cfg, *a), args)
 
 
@@ -180,6 +197,48 @@ def test_diagonal_recurrence_runs_natively(packed, reverse, peephole, bound, inp
 
 
 @needs_native
+@pytest.mark.parametrize("packed,reverse,peephole,input_map",
+                         [(False, False, False, False), (True, True, True, False), (True, False, False, True)])
+def test_grouped_recurrence_runs_natively(packed, reverse, peephole, input_map):
+    """A block-diagonal W_hh (G-LSTM) runs in the loop on its blocks alone; outputs, final state and every gradient
+    (the map's weight included) equal the fused engine's, with and without autograd; also with a grouped W_ih,
+    whose product is done before the loop."""
+    batch_sizes = PACKED if packed else PADDED
+    args = layer_args(batch_sizes, proj=False, peephole=peephole, dtype=torch.float64, sizes=(48, 64, 64))
+    grouped = maps.GroupedMap(64, 4 * 64, groups=4, dtype=torch.float64)
+    args[4] = grouped
+    if input_map:
+        args[3] = maps.GroupedMap(48, 4 * 64, groups=4, dtype=torch.float64)
+    leaves = [a for a in args if isinstance(a, torch.Tensor)] + list(grouped.parameters())
+    leaves += list(args[3].parameters()) if input_map else []
+    ours = outputs_and_grads(native_layer, batch_sizes, args, reverse, leaves=leaves)
+    ref = outputs_and_grads(fused_layer, batch_sizes, args, reverse, leaves=leaves)
+    for i, (a, e) in enumerate(zip(ours, ref)):
+        assert_rel(a, e, 1e-12, what=f"output/gradient {i}")
+    with torch.no_grad():
+        for a, e in zip(native_layer(args[0], batch_sizes, *args[1:], reverse=reverse), ref):
+            assert_rel(a, e, 1e-12)
+
+
+@needs_native
+@pytest.mark.parametrize("many_threads", [2, 3])
+def test_grouped_recurrence_same_on_one_thread_and_many(many_threads):
+    args = layer_args(PACKED, proj=False, peephole=True, dtype=torch.float32, sizes=(40, 96, 96))
+    args[4] = maps.GroupedMap(96, 4 * 96, groups=3)
+    leaves = [a for a in args if isinstance(a, torch.Tensor)] + list(args[4].parameters())
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = outputs_and_grads(native_layer, PACKED, args, True, leaves=leaves)
+        torch.set_num_threads(many_threads)
+        many = outputs_and_grads(native_layer, PACKED, args, True, leaves=leaves)
+    finally:
+        torch.set_num_threads(threads)
+    for a, e in zip(one, many):
+        assert_rel(a, e, 1e-5)
+
+
+@needs_native
 @pytest.mark.parametrize("many_threads", [2, 3])
 def test_diagonal_recurrence_same_on_one_thread_and_many(many_threads):
     """Each thread sums dL/du over all rows for its own units: the same result on any number of threads."""
@@ -199,17 +258,20 @@ def test_diagonal_recurrence_same_on_one_thread_and_many(many_threads):
 
 
 @needs_native
-@pytest.mark.parametrize("structure", [{"recurrent": "low-rank"}, {"gates": "low-rank"}, {"recurrent": "diagonal"}])
+@pytest.mark.parametrize("structure", [{"recurrent": "low-rank"}, {"gates": "low-rank"}, {"recurrent": "diagonal"},
+                                       {"input": "grouped", "recurrent": "grouped"}])
 def test_structured_lstm_takes_the_native_loop_and_matches_fused(monkeypatch, structure):
-    """lstmkit.LSTM with a low-rank W_hh (alone, or the joint gates sharing W2 with W_ih) or a diagonal one:
-    impl='auto' runs the native loop and gives the fused engine's outputs and gradients (bidirectional, packed,
+    """lstmkit.LSTM with a low-rank W_hh (alone, or the joint gates sharing W2 with W_ih), a diagonal or a grouped
+    one: impl='auto' runs the native loop and gives the fused engine's outputs and gradients (bidirectional, packed,
     2 layers)."""
     import lstmkit
     torch.manual_seed(0)
-    specs = {"low-rank": lstmkit.LowRank(rank=3), "diagonal": lstmkit.Diagonal(bound=1.0)}
+    specs = {"low-rank": lstmkit.LowRank(rank=3), "diagonal": lstmkit.Diagonal(bound=1.0),
+             "grouped": lstmkit.Grouped(groups=2)}
     kw = dict(num_layers=2, bidirectional=True, dtype=torch.float64,
               **{where: specs[name] for where, name in structure.items()})
-    ours, ref = lstmkit.LSTM(4, 9, **kw), lstmkit.LSTM(4, 9, impl="fused", **kw)
+    hidden = 32 if "grouped" in structure.values() else 9  # two groups of 16 units: whole vectors
+    ours, ref = lstmkit.LSTM(4, hidden, **kw), lstmkit.LSTM(4, hidden, impl="fused", **kw)
     ref.load_state_dict(ours.state_dict())
     calls = []
     layer = native.native_layer
@@ -272,7 +334,10 @@ def test_auto_picks_native_for_dense_cpu_and_fused_otherwise(monkeypatch):
                torch.randn(P, H))  # and with a projection too: fused
     auto_layer(x, PADDED, h0, c0, w_ih, maps.DiagonalMap(H, 4 * H), bias)  # a diagonal W_hh: native
     auto_layer(x, PADDED, h0, c0, w_ih, maps.DiagonalMap(H, 3 * H, gates=3), bias)  # not the four gates': fused
-    assert calls == ["native", "fused", "fused", "native", "fused", "native", "fused"]
+    x64, h64, c64 = torch.randn(PADDED[0] * len(PADDED), I), torch.zeros(B, 64), torch.zeros(B, 64)
+    auto_layer(x64, PADDED, h64, c64, torch.randn(256, I), maps.GroupedMap(64, 256, groups=4))  # 16-unit groups
+    auto_layer(x64, PADDED, h64, c64, torch.randn(256, I), maps.GroupedMap(64, 256, groups=8))  # 8 units: fused
+    assert calls == ["native", "fused", "fused", "native", "fused", "native", "fused", "native", "fused"]
 
 
 def test_auto_sends_a_single_row_without_gradient_to_fused(monkeypatch):

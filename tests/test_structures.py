@@ -289,6 +289,7 @@ def test_structures_study_runs(tmp_path):
     assert all(r["agrees"] and r["training"]["wall"]["ratio"] > 0 and r["training"]["cpu1"]["ratio"] > 0 for r in rows)
     from lstmkit.engine import native
     engines = {r["structure"]: r["engine"] for r in rows}
+    # grouped: groups of 4 units at the quick shape's H = 16, not whole vectors, so fused
     native_ones = {"lowrank", "lowrank-joint", "diagonal"} if native.available() else set()
     assert {name for name, e in engines.items() if e == "native"} == native_ones  # dense and floor: impl='fused'
     assert "<!-- bench:structures -->" in (tmp_path / "BENCHMARKS.md").read_text()

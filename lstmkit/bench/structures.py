@@ -3,7 +3,7 @@
 For each shape (L, XL of lstmkit.bench.cases) one interleaved timing per mode covers nn.LSTM and every structure,
 so a slow spell on a shared machine hits them alike. Each structure is first checked against the dense LSTM of
 its own to_dense() (lstmkit.compress.densify). Each structure runs the engine lstmkit.LSTM picks for it: the
-native C++ loop for a low-rank or diagonal W_hh, the fused Python engine for the others. The `floor` row has
+native C++ loop for a low-rank, diagonal or grouped W_hh, the fused Python engine for the others. The `floor` row has
 diagonal W_ih and W_hh on the fused engine, next to no GEMM work: its time is that engine's fixed cost (pointwise
 gates, per-step calls), which no weight structure removes and which bounds the speed-up of every structure on it.
 """
@@ -198,7 +198,8 @@ def markdown(results: dict, image: str | None = None) -> str:
         "(gate FLOPs: multiply-adds of W_ih and W_hh over all T·B rows, from each map's `flops()`). Every "
         "structure is checked against the dense LSTM of its own `to_dense()` before timing. `engine` is the "
         "engine `lstmkit.LSTM` picks: `native` is the C++ time loop (a low-rank W_hh = U V runs there as an "
-        "LSTMP whose projection only feeds the recurrence, a diagonal W_hh inside the pointwise step), `fused` "
+        "LSTMP whose projection only feeds the recurrence, a diagonal W_hh inside the pointwise step, a grouped "
+        "W_hh as products over its blocks alone), `fused` "
         "the Python time loop with hand-written BPTT (per step one map call and one native pointwise kernel; "
         "inference without autograd). `dense` is the dense layer on the fused engine, and `floor` (diagonal "
         "W_ih and W_hh, no GEMMs) is the fused engine's fixed cost.",

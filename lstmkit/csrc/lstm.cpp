@@ -108,9 +108,10 @@ struct Forward {
                             // projection only feeds the recurrence (low-rank W_hh = U V as W_hh = U, W_hr = V)
   const T *diag;             // (4, H) a diagonal W_hh, u_q for a_q += u_q ⊙ h_{t-1} (P == H), or null
   int64_t I, H, P;
+  int64_t groups;            // a block-diagonal W_hh: hidden units j·H/groups.. read only h_{t-1}'s j·P/groups..
   Steps steps;
   Panels<T> input;       // W_ih^T (I, 4H) as pack_gates lays it out, or none
-  Panels<T> recurrent;   // W_hh^T (P, 4H) likewise; none with `diag`
+  Panels<T> recurrent;   // W_hh^T (P, 4H) likewise (P / groups rows: each unit's own group); none with `diag`
   Panels<T> projection;  // W_hr^T (H, P)
 
   int64_t units() const { return (H + L - 1) / L; }  // the items of a gates phase: panels of L hidden units
@@ -171,9 +172,10 @@ struct Forward {
       } else {
         prefetch_input_product(s, b0, b1, u0);
       }
-      if (!diag) {
-        for (int64_t b = b0; b < b1; ++b) a[b - b0] = steps.prev(s, b, out, h0, P);
-        kernel<T>(b1 - b0, 4)(P, a, recurrent.panel(j), tile, input.count > 0);
+      if (!diag) {  // with groups, the units' own group of h_{t-1}: panels never straddle two groups
+        const int64_t k0 = u0 / (H / groups) * (P / groups);
+        for (int64_t b = b0; b < b1; ++b) a[b - b0] = steps.prev(s, b, out, h0, P) + k0;
+        kernel<T>(b1 - b0, 4)(P / groups, a, recurrent.panel(j), tile, input.count > 0);
       }
       for (int64_t b = b0; b < b1; ++b) pointwise(s, b, u0, n, tile + (b - b0) * 4 * L);
     }
@@ -229,8 +231,11 @@ struct Backward {
   const T *d_h_seq;  // (N, H) dL/dh_t from outside the recurrence (forward's h_seq), or null
   const T *diag;     // (4, H) a diagonal W_hh (P == H), or null
   int64_t I, H, P;
+  int64_t groups;    // a block-diagonal W_hh (see Forward)
   Steps steps;
-  Panels<T> recurrent_panels;  // W_hh (4H, P); with `diag`, none but its width and count: the unit panels
+  Panels<T> recurrent_panels;  // W_hh (4H, P / groups); with `diag`, none but its width and count: the unit panels
+
+  int64_t recurrent_items() const { return recurrent_panels.count * groups; }  // panels of dL/dh_{t-1}
   Panels<T> input;             // W_ih (4H, I), when dL/dx is asked for
   Panels<T> projection;        // W_hr (P, H)
 
@@ -291,6 +296,19 @@ struct Backward {
     }
   }
 
+  // Like gate_product for panel p of dL/dh_{t-1} with a block-diagonal W_hh: the panel's columns lie in group j,
+  // which only gate rows q·H + j·h.. (h = H / groups) of each gate q reach, one product per gate.
+  void grouped_product(int64_t k, int64_t p, int64_t b0, int64_t b1, T* dst, int64_t ld, int64_t n, T* tile) const {
+    const T* a[kTileRows];
+    const int64_t per_group = recurrent_panels.count, j = p / per_group, h = H / groups, width = recurrent_panels.width;
+    const T* panel = recurrent_panels.panel(p % per_group);
+    for (int q = 0; q < 4; ++q) {
+      for (int64_t b = b0; b < b1; ++b) a[b - b0] = gates + (steps.start[k] + b) * 4 * H + q * H + j * h;
+      kernel<T>(b1 - b0, width / L)(h, a, panel + (q * H + j * h) * width, tile, q > 0);
+    }
+    for (int64_t b = b0; b < b1; ++b) std::copy_n(tile + (b - b0) * width, n, dst + (b - b0) * ld);
+  }
+
   // Panel p of dL/dh_{t-1} = W_hh^T dG_t for step k's rows (none when k is past the end), then for step k - 1's
   // rows the pointwise backward (no projection: these columns are hidden units) or dL/dr = d_out + dL/dh.
   void recurrent(int64_t k, int64_t p) const {
@@ -301,6 +319,7 @@ struct Backward {
     for (int64_t t = 0; t < tiles.count; ++t) {
       const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1), g1 = std::min(b1, gemm_rows);
       if (g1 > b0 && diag) diagonal_product(k, b0, g1, col, n, dh_next + b0 * P + col, P);
+      else if (g1 > b0 && groups > 1) grouped_product(k, p, b0, g1, dh_next + b0 * P + col, P, n, tile);
       else if (g1 > b0) gate_product(k, recurrent_panels, p, b0, g1, dh_next + b0 * P + col, P, n, tile);
       for (int64_t b = b0; b < std::min(b1, next_rows); ++b) {
         const int64_t row = steps.start[next] + b;
@@ -356,16 +375,16 @@ struct Backward {
     std::vector<int64_t> counts;
     for (int64_t k = steps.count(); k >= 0; --k) {
       phases.push_back({k, false});
-      counts.push_back(recurrent_panels.count + (k < steps.count() ? input.count : 0));
+      counts.push_back(recurrent_items() + (k < steps.count() ? input.count : 0));
       if (d_out_total && k > 0) {
         phases.push_back({k, true});
         counts.push_back(projection.count);
       }
     }
-    const int64_t most = std::max(recurrent_panels.count + input.count, projection.count), workers = team_size(most);
+    const int64_t most = std::max(recurrent_items() + input.count, projection.count), workers = team_size(most);
     // a recurrent phase's items: panels of dL/dh_{t-1} and of dL/dx_t, which may differ in width
     const auto kinds = [&](int64_t k) {
-      return TwoKinds{recurrent_panels.count, k < steps.count() ? input.count : 0, workers};
+      return TwoKinds{recurrent_items(), k < steps.count() ? input.count : 0, workers};
     };
     run_phases(counts, workers, [&](int64_t phase, int64_t i) {
       const auto [k, projection_phase] = phases[phase];
@@ -398,15 +417,27 @@ void check(const std::optional<at::Tensor>& t, const char* name, const at::Tenso
   if (t) check(*t, name, like);
 }
 
+// A block-diagonal W_hh of `groups` groups: every group `L` units wide for the widest vector (so no panel of the
+// forward or backward straddles two groups), and no projection.
+void check_groups(int64_t groups, int64_t H, int64_t P, const at::Tensor& w_hh, const std::optional<at::Tensor>& w_hr,
+                  int64_t L) {
+  TORCH_CHECK(groups >= 1, "groups must be >= 1, got ", groups);
+  TORCH_CHECK(groups == 1 || (!w_hr && P == H && H % groups == 0 && (H / groups) % L == 0 && w_hh.dim() == 2),
+              "a grouped weight_hh needs P == H (no weight_hr) and groups of a multiple of ", L,
+              " units, got H = ", H, " in ", groups, " groups");
+}
+
 // x (N, I) with weight_ih (4H, I), or the input product already done, x (N, 4H), without. weight_hh (4H, P), or
-// with `diagonal` its four diagonals (4, H), u_q in a_q += u_q ⊙ h_{t-1}, without weight_hr (P == H). Returns
+// with `diagonal` its four diagonals (4, H), u_q in a_q += u_q ⊙ h_{t-1}, without weight_hr (P == H), or with
+// `groups` > 1 a block-diagonal W_hh as the rows of its blocks, (4H, P / groups): row q·H + u holds unit u's gate q
+// on h_{t-1}'s group of u (see check_groups). Returns
 // [out (N, P), h_n (B, P), c_n (B, H), when training the activated gates (N, 4H) and cells c_t (N, H), and with
 // `keep_h` (and a projection) every h_t before the projection (N, H)].
 std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
                                 const std::optional<at::Tensor>& bias, const at::Tensor& h0, const at::Tensor& c0,
                                 const at::Tensor& w_hh, const std::optional<at::Tensor>& peephole,
                                 const std::optional<at::Tensor>& w_hr, const std::vector<int64_t>& batch_sizes,
-                                bool reverse, bool training, bool keep_h, bool diagonal) {
+                                bool reverse, bool training, bool keep_h, bool diagonal, int64_t groups) {
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "the native engine runs float32 and float64");
   for (auto [t, name] : {std::pair{x, "x"}, {h0, "h0"}, {c0, "c0"}, {w_hh, "weight_hh"}}) check(t, name, x);
@@ -419,7 +450,8 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
   TORCH_CHECK(batch_sizes[0] == B && steps.total == N, "batch_sizes do not match the rows of x and h0");
   TORCH_CHECK(w_ih ? w_ih->size(0) == 4 * H && w_ih->size(1) == I : I == 4 * H,
               "x must be (N, I) with weight_ih (4H, I), or (N, 4H) without");
-  TORCH_CHECK(w_hh.size(1) == P && c0.size(0) == B && c0.size(1) == H && (!w_hr || w_hr->size(0) == P),
+  check_groups(groups, H, P, w_hh, w_hr, Vectorized<float>::size());
+  TORCH_CHECK(w_hh.size(1) * groups == P && c0.size(0) == B && c0.size(1) == H && (!w_hr || w_hr->size(0) == P),
               "weight_hh (4H, P) or diagonal (4, H), weight_hr (P, H), h0 (B, P) and c0 (B, H) do not fit together");
   const auto opt = x.options();
   at::Tensor out = empty_large({N, P}, opt), h_n = at::empty({B, P}, opt), c_n = at::empty({B, H}, opt);
@@ -440,7 +472,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
                         h_n.data_ptr<scalar_t>(), c_n.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(acts),
                         ptr_or_null<scalar_t>(cells), ptr_or_null<scalar_t>(c_state), ptr_or_null<scalar_t>(h_full),
                         ptr_or_null<scalar_t>(h_seq), diagonal ? w_hh.data_ptr<scalar_t>() : nullptr, I, H, P,
-                        steps, {}, diagonal ? Panels<scalar_t>{} : pack_gates<scalar_t>(w_hh, H), {}};
+                        groups, steps, {}, diagonal ? Panels<scalar_t>{} : pack_gates<scalar_t>(w_hh, H), {}};
     if (w_ih) f.input = pack_gates<scalar_t>(*w_ih, H);
     if (w_hr) f.projection = pack_projection<scalar_t>(*w_hr, panel_vecs(P, L, team_size(P)));
     f.run();
@@ -449,16 +481,26 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
 }
 
 // dW_hh = sum over steps of dG_s^T h_prev_s, as one product over all rows.
+// With `groups` > 1 (a block-diagonal W_hh), only its blocks, as forward takes them: (4H, P / groups), one product
+// per group and gate on column blocks of dG and h_prev as they lie (MKL, which takes any strides).
 at::Tensor recurrent_weight_grad(const at::Tensor& d_gates, const at::Tensor& out, const at::Tensor& h0,
-                                 const Steps& steps) {
-  const int64_t N = d_gates.size(0), P = out.size(1);
-  at::Tensor grad = at::empty({d_gates.size(1), P}, out.options());
+                                 const Steps& steps, int64_t groups) {
+  const int64_t N = d_gates.size(0), P = out.size(1), H = d_gates.size(1) / 4, h = H / groups, c = P / groups;
+  at::Tensor grad = at::empty({4 * H, c}, out.options());
+  const auto add = [&](const at::Tensor& d_g, const at::Tensor& h_prev, bool accumulate) {  // grad (+)= d_g^T h_prev
+    if (groups == 1) return product(d_g.t(), h_prev, grad, accumulate);
+    for (int64_t j = 0; j < groups; ++j)
+      for (int64_t q = 0; q < 4; ++q) {
+        at::Tensor block = grad.narrow(0, q * H + j * h, h);
+        product_with(false, d_g.narrow(1, q * H + j * h, h).t(), h_prev.narrow(1, j * c, c), block, accumulate);
+      }
+  };
   if (steps.uniform()) {  // a padded batch: h_prev is the output B rows earlier in the walk (h0 for the first step)
     const int64_t B = steps.rows[0], first = steps.start[0];
-    product(d_gates.narrow(0, first, B).t(), h0, grad);
+    add(d_gates.narrow(0, first, B), h0, false);
     if (N > B) {
       const bool reverse = first != 0;
-      product(d_gates.narrow(0, reverse ? 0 : B, N - B).t(), out.narrow(0, reverse ? B : 0, N - B), grad, true);
+      add(d_gates.narrow(0, reverse ? 0 : B, N - B), out.narrow(0, reverse ? B : 0, N - B), true);
     }
     return grad;
   }
@@ -471,7 +513,7 @@ at::Tensor recurrent_weight_grad(const at::Tensor& d_gates, const at::Tensor& ou
                       steps.prev(s, b, out.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), P), P * sizeof(scalar_t));
     });
   });
-  product(d_gates.t(), h_prev, grad);
+  add(d_gates, h_prev, false);
   return grad;
 }
 
@@ -521,7 +563,7 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
                                  const at::Tensor& w_hh, const std::optional<at::Tensor>& peephole,
                                  const std::optional<at::Tensor>& w_hr, const std::vector<int64_t>& batch_sizes,
                                  bool reverse, const std::vector<bool>& needs,
-                                 const std::optional<at::Tensor>& d_h_seq, bool diagonal) {
+                                 const std::optional<at::Tensor>& d_h_seq, bool diagonal, int64_t groups) {
   for (auto [t, name] : {std::pair{d_out, "d_out"}, {d_h_n, "d_h_n"}, {d_c_n, "d_c_n"}, {cells, "cells"},
                          {out, "out"}, {x, "x"}, {h0, "h0"}, {c0, "c0"}, {w_hh, "weight_hh"}})
     check(t, name, acts);
@@ -533,6 +575,8 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
               "d_h_seq must be (N, H), and comes only with weight_hr");
   TORCH_CHECK(!diagonal || (w_hh.size(0) == 4 && w_hh.size(1) == H && P == H && !w_hr),
               "a diagonal weight_hh is (4, H), without weight_hr");
+  check_groups(groups, H, P, w_hh, w_hr, Vectorized<float>::size());
+  TORCH_CHECK(diagonal || w_hh.size(1) * groups == P, "weight_hh must be (4H, P / groups)");
   const Steps steps(batch_sizes, reverse);
   const auto opt = acts.options();
   const at::Tensor& d_gates = acts;
@@ -552,10 +596,12 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
                           dc.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(d_peep), ptr_or_null<scalar_t>(d_bias),
                           ptr_or_null<scalar_t>(d_out_total), ptr_or_null<scalar_t>(h_full),
                           ptr_or_null<scalar_t>(d_h_seq), diagonal ? w_hh.data_ptr<scalar_t>() : nullptr, I, H, P,
-                          steps, {}, {}, {}};
-    const int64_t width = panel_vecs(P, L, threads) * L;  // the diagonal's items: unit panels, nothing packed
+                          groups, steps, {}, {}, {}};
+    int vecs = panel_vecs(P, L, threads);
+    while ((P / groups) % (vecs * L) && vecs > 1) vecs /= 2;  // a group's columns: whole panels
+    const int64_t width = vecs * L;  // the diagonal's items: unit panels, nothing packed
     bw.recurrent_panels = diagonal ? Panels<scalar_t>{at::Tensor(), nullptr, 0, width, (P + width - 1) / width}
-                                   : pack_plain<scalar_t>(w_hh, panel_vecs(P, L, threads));
+                                   : pack_plain<scalar_t>(w_hh, vecs);
     if (dx.defined()) bw.input = pack_plain<scalar_t>(*w_ih, panel_vecs(I, L, threads));
     if (w_hr) bw.projection = pack_plain<scalar_t>(*w_hr, panel_vecs(H, L, threads));
     bw.run();
@@ -567,8 +613,8 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
     product(d_out_total.t(), h_full, d_w_hr);  // dW_hr = sum_t dr_t^T h_t
   }
   d_out_total.reset(), h_full.reset();
-  if (needs[6])
-    d_w_hh = diagonal ? diagonal_weight_grad(d_gates, out, h0, steps) : recurrent_weight_grad(d_gates, out, h0, steps);
+  if (needs[6] && diagonal) d_w_hh = diagonal_weight_grad(d_gates, out, h0, steps);
+  else if (needs[6]) d_w_hh = recurrent_weight_grad(d_gates, out, h0, steps, groups);
   if (w_ih && needs[5]) {
     d_w_ih = at::empty({4 * H, I}, opt);
     product(d_gates.t(), x, d_w_ih);  // dW_ih = sum_t dG_t^T x_t
@@ -581,10 +627,10 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "lstmkit's native LSTM time loop (see lstmkit/engine/native.py)";
   m.def("forward", &lstmkit::forward, "forward(x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr, "
-        "batch_sizes, reverse, training, keep_h, diagonal) -> [out, h_n, c_n, acts, cells, h_seq]");
+        "batch_sizes, reverse, training, keep_h, diagonal, groups) -> [out, h_n, c_n, acts, cells, h_seq]");
   m.def("backward", &lstmkit::backward, "backward(d_out, d_h_n, d_c_n, acts (consumed), cells (consumed with "
         "weight_hr), out, x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr, batch_sizes, reverse, needs, "
-        "d_h_seq, diagonal) -> [d_x, d_h0, d_c0, "
+        "d_h_seq, diagonal, groups) -> [d_x, d_h0, d_c0, "
         "d_peephole, d_bias, d_weight_ih, d_weight_hh, d_weight_hr]");
   m.def("empty_large", [](const std::vector<int64_t>& sizes, const at::Tensor& like) {
     return lstmkit::empty_large(sizes, like.options());

@@ -110,13 +110,33 @@ def is_diagonal(weight_hh: Map, weight_hr: Map | None) -> bool:
     return weight_hr is None and isinstance(weight_hh, maps.DiagonalMap) and weight_hh.gates == 4
 
 
+GROUP_UNITS = 16  # a grouped W_hh runs natively when each group's width is a multiple of the widest vector
+
+
+def is_grouped(weight_hh: Map, weight_hr: Map | None) -> bool:
+    """A block-diagonal W_hh of the four gates (GroupedMap, G-LSTM) without projection, whose groups are whole
+    vectors of hidden units: the loop's products then skip the zero blocks (see `grouped_rows`)."""
+    return (weight_hr is None and type(weight_hh) is maps.GroupedMap and weight_hh.gates == 4
+            and weight_hh.in_features * 4 == weight_hh.out_features
+            and (weight_hh.in_features // weight_hh.groups) % GROUP_UNITS == 0)
+
+
+def grouped_rows(weight_hh: maps.GroupedMap) -> Tensor:
+    """(4H, H / groups): the blocks' rows in gate-major order, row q·H + u holding unit u's gate q on its own group
+    of h_{t-1}; through autograd, so the loop's gradient for them reaches the map's weight."""
+    k, c = weight_hh.groups, weight_hh.in_features // weight_hh.groups
+    return weight_hh.weight.view(k, 4, -1, c).permute(1, 0, 2, 3).reshape(weight_hh.out_features, c)
+
+
 def recurrent_kind(weight_hh: Map, weight_hr: Map | None) -> str | None:
     """How the native loop runs W_hh (and W_hr): "dense" (plain tensors), "low-rank" (U, V as W_hh, W_hr; see
-    `low_rank_factors`), "diagonal" (see `is_diagonal`), or None where it can't."""
+    `low_rank_factors`), "diagonal" (see `is_diagonal`), "grouped" (see `is_grouped`), or None where it can't."""
     if isinstance(weight_hh, Tensor) and (weight_hr is None or isinstance(weight_hr, Tensor)):
         return "dense"
     if low_rank_factors(weight_hh, weight_hr) is not None:
         return "low-rank"
+    if is_grouped(weight_hh, weight_hr):
+        return "grouped"
     return "diagonal" if is_diagonal(weight_hh, weight_hr) else None
 
 
@@ -142,10 +162,11 @@ class NativeRecurrence(torch.autograd.Function):
     """`Recurrence` (lstmkit/engine/bptt.py) with both loops in C++, and the input product inside the loop.
 
     apply(cfg, x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr) -> (out, h_n, c_n), cfg = (batch_sizes,
-    reverse, kind): x (N, I) with a dense weight_ih (4H, I); or, with weight_ih None, x is Recurrence's gates_x
+    reverse, kind, groups): x (N, I) with a dense weight_ih (4H, I); or, with weight_ih None, x is Recurrence's gates_x
     (N, 4H). `kind` is a `recurrent_kind`. With "low-rank", the projection r_t = W_hr h_t only feeds the recurrence
     (W_hh = U V, see `low_rank_factors`): h0 is r_0 (B, P), and out (N, H) and h_n (B, H) are h_t, not r_t. With
-    "diagonal", weight_hh is the (4, H) diagonals u_q and the step adds u_q ⊙ h_{t-1} to the gates.
+    "diagonal", weight_hh is the (4, H) diagonals u_q and the step adds u_q ⊙ h_{t-1} to the gates. With "grouped",
+    weight_hh is the (4H, H / groups) rows of a block-diagonal W_hh (see `grouped_rows`).
     Inside the loop, W_ih x_t joins W_hh h_{t-1} in one register tile: no (N, 4H) buffer and no separate GEMM.
     Saves the activated gates and c_t of every row; h_{t-1} and c_{t-1} are read back from the output, the saved
     cells and (h0, c0) rather than stored twice. Backward writes dL/dgates over the saved gates (no second
@@ -157,9 +178,10 @@ class NativeRecurrence(torch.autograd.Function):
     def forward(ctx, cfg, x: Tensor, h0: Tensor, c0: Tensor, peephole: Tensor | None, bias: Tensor | None,
                 weight_ih: Tensor | None, weight_hh: Tensor, weight_hr: Tensor | None):
         loop = [_contiguous(t) for t in (x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr)]
-        batch_sizes, reverse, kind = cfg
+        batch_sizes, reverse, kind, groups = cfg
         internal, diagonal = kind == "low-rank", kind == "diagonal"
-        out, h_n, c_n, acts, cells, h_seq = extension().forward(*loop, batch_sizes, reverse, True, internal, diagonal)
+        out, h_n, c_n, acts, cells, h_seq = extension().forward(*loop, batch_sizes, reverse, True, internal, diagonal,
+                                                                groups)
         ctx.cfg, ctx.consumed = cfg, False
         ctx.save_for_backward(acts, cells, out, *loop)  # out: r_t, the recurrent input, even when internal
         if internal:
@@ -171,10 +193,10 @@ class NativeRecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, d_out: Tensor, d_h_n: Tensor, d_c_n: Tensor):
         acts, cells, out, *loop = ctx.saved_tensors
-        batch_sizes, reverse, kind = ctx.cfg
+        batch_sizes, reverse, kind, groups = ctx.cfg
         internal, diagonal = kind == "low-rank", kind == "diagonal"
         if ctx.consumed:  # an earlier backward wrote over the saved gates (and cells): run the forward again
-            acts, cells = extension().forward(*loop, batch_sizes, reverse, True, False, diagonal)[3:5]
+            acts, cells = extension().forward(*loop, batch_sizes, reverse, True, False, diagonal, groups)[3:5]
         ctx.consumed = True
         needs = list(ctx.needs_input_grad[1:])  # x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr
         d_h_seq = None
@@ -182,7 +204,7 @@ class NativeRecurrence(torch.autograd.Function):
             d_h_seq = d_out.contiguous().index_add(0, ctx.last, d_h_n)
             d_out, d_h_n = out.new_zeros(out.shape), out.new_zeros(len(ctx.last), out.shape[1])
         grads = extension().backward(d_out.contiguous(), d_h_n.contiguous(), d_c_n.contiguous(), acts, cells, out,
-                                     *loop, batch_sizes, reverse, needs, d_h_seq, diagonal)
+                                     *loop, batch_sizes, reverse, needs, d_h_seq, diagonal, groups)
         return None, *(g if need else None for g, need in zip(grads, needs))
 
 
@@ -207,7 +229,7 @@ def native_layer(x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Tensor, weig
                            "see the warning); use impl='auto' or 'fused'")
     if not supports(x, h0, c0, weight_ih, weight_hh, bias, peephole, weight_hr):
         raise ValueError("the native engine runs CPU float32/float64 tensors with a dense weight_hh and weight_hr, "
-                         "or without weight_hr a low-rank or diagonal weight_hh; use impl='auto' or 'fused'")
+                         "or without weight_hr a low-rank, diagonal or grouped weight_hh; use impl='auto' or 'fused'")
     if not isinstance(weight_ih, Tensor):  # a structured input map: its product for all rows at once, (N, 4H)
         x, weight_ih = maps.apply(weight_ih, x), None
     kind = recurrent_kind(weight_hh, weight_hr)
@@ -216,12 +238,15 @@ def native_layer(x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Tensor, weig
         h0 = h0 @ weight_hr.t()  # (B, r), through autograd: dL/dh_0 and V's share of it follow from dL/dr_0
     elif kind == "diagonal":  # through autograd: a bounded map's u = bound·tanh(w) passes dL/du on to w
         weight_hh = weight_hh.diagonals()
+    groups = weight_hh.groups if kind == "grouped" else 1
+    if kind == "grouped":
+        weight_hh = grouped_rows(weight_hh)
     batch_sizes, internal = [int(n) for n in batch_sizes], kind == "low-rank"
     args = (x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
-        return NativeRecurrence.apply((batch_sizes, reverse, kind), *args)
+        return NativeRecurrence.apply((batch_sizes, reverse, kind, groups), *args)
     loop = (_contiguous(t) for t in (x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr))
-    out, h_n, c_n, _, _, h_seq = ext.forward(*loop, batch_sizes, reverse, False, internal, kind == "diagonal")
+    out, h_n, c_n, _, _, h_seq = ext.forward(*loop, batch_sizes, reverse, False, internal, kind == "diagonal", groups)
     if internal:
         return h_seq, h_seq.index_select(0, last_rows(batch_sizes, reverse, h_seq.device)), c_n
     return out, h_n, c_n
