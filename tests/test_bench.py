@@ -125,11 +125,11 @@ def test_a_missed_target_is_compared_with_the_peak_bound():
 
     text = dense.misses([row(70, 90, 0.5), row(40, 60, 0.5)], best=95)
     assert "the target is under the bound 0.70, out of reach" in text
-    assert "the target needs 140 %" in text
+    assert "the target needs 140 % of the peak;" in text
     assert "bound 0.40: reachable in principle; the target needs 80 % of the peak, lstmkit runs at 60 %" in text
     assert "its best on any row here is 95 %" in text
     with_ceiling = dense.misses([row(70, 90, 0.5)], best=95, peak={"peak": 200.0, "fma_ceiling": 250.0})
-    assert "the target needs 140 % (112 % of the FMA ceiling)" in with_ceiling  # 140 % of 200 = 280 = 112 % of 250
+    assert "the target needs 140 % of the peak (112 % of the FMA ceiling)" in with_ceiling  # 280 = 112 % of 250
     assert "its best on any row here is 95 % (76 % of the FMA ceiling)" in with_ceiling
 
 

@@ -163,12 +163,12 @@ def misses(rows: list[dict], best: float, peak: dict | None = None) -> str:
              f"Meeting the target needs lstmkit at nn.LSTM's % of peak / target; its best on any row here is "
              f"{best:.0f} %{of_ceiling(best, peak)}."]
     for r in rows:
-        need = f"{needed(r):.0f} %{of_ceiling(needed(r), peak)}"
+        need = f"{needed(r):.0f} % of the peak{of_ceiling(needed(r), peak)}"
         why = (f"the target is under the bound {bound(r):.2f}, out of reach: nn.LSTM already runs at "
-               f"{r['pct_peak']['nn.LSTM']:.0f} % of the peak, so the target needs {need} "
-               f"(lstmkit runs at {r['pct_peak']['lstmkit']:.0f} %)"
+               f"{r['pct_peak']['nn.LSTM']:.0f} % of the peak, so the target needs {need}; "
+               f"lstmkit runs at {r['pct_peak']['lstmkit']:.0f} %"
                if r["time_target"] < bound(r) else
-               f"bound {bound(r):.2f}: reachable in principle; the target needs {need} of the peak, "
+               f"bound {bound(r):.2f}: reachable in principle; the target needs {need}, "
                f"lstmkit runs at {r['pct_peak']['lstmkit']:.0f} %")
         memory = (f"; memory ratio {r['memory_ratio']:.2f} (target ≤ {r['memory_target']:g})"
                   if r.get("memory_ratio", 0) > r.get("memory_target", MEMORY_TARGET) else "")
