@@ -33,6 +33,31 @@ def layer_args(batch_sizes, proj, peephole, dtype, seed=0, sizes=(I, H, P)):
             t(3, H) if peephole else None, t(P, H) if proj else None]
 
 
+def on_one_thread_and_many(many_threads, *args, **kwargs):
+    """outputs_and_grads(native_layer, ...) on one thread, then on `many_threads`."""
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, many_threads):
+            torch.set_num_threads(n)
+            results.append(outputs_and_grads(native_layer, *args, **kwargs))
+    finally:
+        torch.set_num_threads(threads)
+    return results
+
+
+def assert_native_equals_fused(batch_sizes, args, reverse, leaves):
+    """Outputs, final state and the gradients for `leaves` of the native loop equal the fused engine's (float64),
+    with autograd and without."""
+    ours = outputs_and_grads(native_layer, batch_sizes, args, reverse, leaves=leaves)
+    ref = outputs_and_grads(fused_layer, batch_sizes, args, reverse, leaves=leaves)
+    for i, (a, e) in enumerate(zip(ours, ref)):
+        assert_rel(a, e, 1e-12, what=f"output/gradient {i}")
+    with torch.no_grad():
+        for a, e in zip(native_layer(args[0], batch_sizes, *args[1:], reverse=reverse), ref):
+            assert_rel(a, e, 1e-12)
+
+
 def outputs_and_grads(fn, batch_sizes, args, reverse, leaves=None):
     """fn's (out, h_n, c_n) and the gradients of a random projection of them for `leaves` (default: every
     tensor in args)."""
@@ -162,13 +187,7 @@ def test_low_rank_recurrence_runs_natively(packed, reverse, peephole):
     low_rank = maps.LowRankMap(H, 4 * H, rank=4, dtype=torch.float64)
     args[4] = low_rank
     leaves = [a for a in args if isinstance(a, torch.Tensor)] + list(low_rank.parameters())
-    ours = outputs_and_grads(native_layer, batch_sizes, args, reverse, leaves=leaves)
-    ref = outputs_and_grads(fused_layer, batch_sizes, args, reverse, leaves=leaves)
-    for i, (a, e) in enumerate(zip(ours, ref)):
-        assert_rel(a, e, 1e-12, what=f"output/gradient {i}")
-    with torch.no_grad():
-        for a, e in zip(native_layer(args[0], batch_sizes, *args[1:], reverse=reverse), ref):
-            assert_rel(a, e, 1e-12)
+    assert_native_equals_fused(batch_sizes, args, reverse, leaves)
 
 
 @needs_native
@@ -187,13 +206,7 @@ def test_diagonal_recurrence_runs_natively(packed, reverse, peephole, bound, inp
         args[3] = maps.DiagonalMap(H, 4 * H, dtype=torch.float64)
     leaves = [a for a in args if isinstance(a, torch.Tensor)] + list(diagonal.parameters())
     leaves += list(args[3].parameters()) if input_map else []
-    ours = outputs_and_grads(native_layer, batch_sizes, args, reverse, leaves=leaves)
-    ref = outputs_and_grads(fused_layer, batch_sizes, args, reverse, leaves=leaves)
-    for i, (a, e) in enumerate(zip(ours, ref)):
-        assert_rel(a, e, 1e-12, what=f"output/gradient {i}")
-    with torch.no_grad():
-        for a, e in zip(native_layer(args[0], batch_sizes, *args[1:], reverse=reverse), ref):
-            assert_rel(a, e, 1e-12)
+    assert_native_equals_fused(batch_sizes, args, reverse, leaves)
 
 
 @needs_native
@@ -211,13 +224,7 @@ def test_grouped_recurrence_runs_natively(packed, reverse, peephole, input_map):
         args[3] = maps.GroupedMap(48, 4 * 64, groups=4, dtype=torch.float64)
     leaves = [a for a in args if isinstance(a, torch.Tensor)] + list(grouped.parameters())
     leaves += list(args[3].parameters()) if input_map else []
-    ours = outputs_and_grads(native_layer, batch_sizes, args, reverse, leaves=leaves)
-    ref = outputs_and_grads(fused_layer, batch_sizes, args, reverse, leaves=leaves)
-    for i, (a, e) in enumerate(zip(ours, ref)):
-        assert_rel(a, e, 1e-12, what=f"output/gradient {i}")
-    with torch.no_grad():
-        for a, e in zip(native_layer(args[0], batch_sizes, *args[1:], reverse=reverse), ref):
-            assert_rel(a, e, 1e-12)
+    assert_native_equals_fused(batch_sizes, args, reverse, leaves)
 
 
 @needs_native
@@ -226,14 +233,7 @@ def test_grouped_recurrence_same_on_one_thread_and_many(many_threads):
     args = layer_args(PACKED, proj=False, peephole=True, dtype=torch.float32, sizes=(40, 96, 96))
     args[4] = maps.GroupedMap(96, 4 * 96, groups=3)
     leaves = [a for a in args if isinstance(a, torch.Tensor)] + list(args[4].parameters())
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = outputs_and_grads(native_layer, PACKED, args, True, leaves=leaves)
-        torch.set_num_threads(many_threads)
-        many = outputs_and_grads(native_layer, PACKED, args, True, leaves=leaves)
-    finally:
-        torch.set_num_threads(threads)
+    one, many = on_one_thread_and_many(many_threads, PACKED, args, True, leaves=leaves)
     for a, e in zip(one, many):
         assert_rel(a, e, 1e-5)
 
@@ -245,14 +245,7 @@ def test_diagonal_recurrence_same_on_one_thread_and_many(many_threads):
     args = layer_args(PACKED, proj=False, peephole=True, dtype=torch.float64, sizes=(40, 150, 150))
     args[4] = maps.DiagonalMap(150, 600, bound=1.0, dtype=torch.float64)
     leaves = [a for a in args if isinstance(a, torch.Tensor)] + list(args[4].parameters())
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = outputs_and_grads(native_layer, PACKED, args, True, leaves=leaves)
-        torch.set_num_threads(many_threads)
-        many = outputs_and_grads(native_layer, PACKED, args, True, leaves=leaves)
-    finally:
-        torch.set_num_threads(threads)
+    one, many = on_one_thread_and_many(many_threads, PACKED, args, True, leaves=leaves)
     for a, e in zip(one, many):
         assert_rel(a, e, 1e-13)
 
@@ -307,14 +300,7 @@ def test_same_result_on_one_thread_and_many(many_threads):
     # wide enough for 5 workers, whose shares of the backward's two kinds of items (panels of dL/dh and dL/dx)
     # come out uneven
     args = layer_args(PACKED, proj=True, peephole=True, dtype=torch.float64, sizes=(40, 70, 37))
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = outputs_and_grads(native_layer, PACKED, args, reverse=True)
-        torch.set_num_threads(many_threads)
-        many = outputs_and_grads(native_layer, PACKED, args, reverse=True)
-    finally:
-        torch.set_num_threads(threads)
+    one, many = on_one_thread_and_many(many_threads, PACKED, args, reverse=True)
     for a, e in zip(one, many):
         assert_rel(a, e, 1e-13)
 

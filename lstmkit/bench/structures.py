@@ -183,8 +183,8 @@ HEADERS = ["structure", "lstmkit.LSTM(H, H, ...)", "engine", "shape", "params", 
 
 def markdown(results: dict, image: str | None = None) -> str:
     rows = results["rows"]
-    body = [[r["structure"], f"`{r['label']}`", r.get("engine", ""), r["dims"], f"{r['params'] / r['params_dense']:.2f}",
-             f"{r['gate_flops'] / r['gate_flops_dense']:.2f}", *_cells(r, "inference"), *_cells(r, "training"),
+    body = [[r["structure"], f"`{r['label']}`", r.get("engine", ""), r["dims"],
+             f"{r['params'] / r['params_dense']:.2f}", f"{r['gate_flops'] / r['gate_flops_dense']:.2f}", *_cells(r, "inference"), *_cells(r, "training"),
              _verdict(r)] for r in rows]
     met = {clock: [passes(r, mode, clock) for r in rows for mode in MODES if r[mode]["target"] is not None]
            for clock in CLOCKS}

@@ -290,7 +290,8 @@ struct Backward {
       for (int64_t v = 0; v < n; v += L) {
         const int m = static_cast<int>(std::min<int64_t>(L, n - v));
         V sum = V::loadu(diag + u0 + v, m) * V::loadu(dg + v, m);
-        for (int q = 1; q < 4; ++q) sum = at::vec::fmadd(V::loadu(diag + q * H + u0 + v, m), V::loadu(dg + q * H + v, m), sum);
+        for (int q = 1; q < 4; ++q)
+          sum = at::vec::fmadd(V::loadu(diag + q * H + u0 + v, m), V::loadu(dg + q * H + v, m), sum);
         sum.store(dst + (b - b0) * ld + v, m);
       }
     }

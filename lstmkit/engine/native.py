@@ -238,9 +238,9 @@ def native_layer(x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Tensor, weig
         h0 = h0 @ weight_hr.t()  # (B, r), through autograd: dL/dh_0 and V's share of it follow from dL/dr_0
     elif kind == "diagonal":  # through autograd: a bounded map's u = bound·tanh(w) passes dL/du on to w
         weight_hh = weight_hh.diagonals()
-    groups = weight_hh.groups if kind == "grouped" else 1
-    if kind == "grouped":
-        weight_hh = grouped_rows(weight_hh)
+    groups = 1
+    if kind == "grouped":  # its blocks' rows, through autograd
+        groups, weight_hh = weight_hh.groups, grouped_rows(weight_hh)
     batch_sizes, internal = [int(n) for n in batch_sizes], kind == "low-rank"
     args = (x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
