@@ -141,7 +141,7 @@ class LSTM(nn.Module):
             T, B, _ = x.shape
             if T == 0 or B == 0:
                 raise ValueError(f"input must have at least one time step and one sequence, got shape {tuple(x.shape)}")
-            batch_sizes = [B] * T
+            batch_sizes = None  # a padded batch: [B] * T, left implicit so T may stay symbolic
             x = x.reshape(T * B, self.input_size)  # (T*B, I): packed rows
 
         h0, c0 = self._initial_state(hx, L * D, B, P, batched, x)

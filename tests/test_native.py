@@ -7,7 +7,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from lstmkit import maps
-from lstmkit.engine import IMPLEMENTATIONS, auto_layer, fused_layer, native, native_layer
+from lstmkit.engine import IMPLEMENTATIONS, auto_layer, build, fused_layer, native, native_layer
 from assertions import assert_rel
 
 needs_native = pytest.mark.skipif(not native.available(), reason="native extension unavailable")
@@ -369,7 +369,7 @@ def test_failed_build_warns_once_and_falls_back(monkeypatch):
 
     monkeypatch.delenv("LSTMKIT_NO_NATIVE", raising=False)
     monkeypatch.setattr(cpp_extension, "load", no_compiler)
-    native._build.cache_clear()
+    build._build.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
             assert native.extension() is None
@@ -378,7 +378,7 @@ def test_failed_build_warns_once_and_falls_back(monkeypatch):
         out = auto_layer(args[0], PADDED, *args[1:])[0]
         assert torch.equal(out, fused_layer(args[0], PADDED, *args[1:])[0])
     finally:
-        native._build.cache_clear()  # the next use loads the real build again (cached on disk)
+        build._build.cache_clear()  # the next use loads the real build again (cached on disk)
 
 
 @needs_native

@@ -13,7 +13,7 @@ from torch.autograd.function import once_differentiable
 from lstmkit import maps
 from lstmkit.engine.hoisted import input_product
 from lstmkit.engine.inference import inference_layer, needs_grad
-from lstmkit.engine.schedule import steps
+from lstmkit.engine.schedule import resolve, steps
 from lstmkit.engine.step import new_buffer, step_backward, step_forward
 from lstmkit.maps import Compose, Map
 from lstmkit.rowsum import sum_of_products
@@ -125,11 +125,12 @@ class Recurrence(torch.autograd.Function):
                 d_peephole, *d_weights)
 
 
-def fused_layer(x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Tensor, weight_ih: Map, weight_hh: Map,
+def fused_layer(x: Tensor, batch_sizes: list[int] | None, h0: Tensor, c0: Tensor, weight_ih: Map, weight_hh: Map,
                 bias: Tensor | None = None, peephole: Tensor | None = None, weight_hr: Map | None = None,
                 reverse: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Same contract as `reference_layer`: x (N, I) -> out (N, P), h_n (B, P), c_n (B, H).
     A call that needs no gradient runs the lean `inference_layer` instead (nothing saved, no autograd)."""
+    batch_sizes = resolve(batch_sizes, x, h0)
     weights = (*maps.tensors(weight_ih), *maps.tensors(weight_hh), *maps.tensors(weight_hr))
     if not needs_grad(x, h0, c0, bias, peephole, *weights):
         return inference_layer(x, batch_sizes, h0, c0, weight_ih, weight_hh, bias, peephole, weight_hr, reverse)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from lstmkit import maps
-from lstmkit.engine.schedule import steps
+from lstmkit.engine.schedule import resolve, steps
 from lstmkit.engine.step import new_buffer, step_forward
 from lstmkit.maps import Map
 
@@ -23,10 +23,11 @@ def needs_grad(*tensors: Tensor | None) -> bool:
 
 
 @torch.no_grad()
-def inference_layer(x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Tensor, weight_ih: Map, weight_hh: Map,
+def inference_layer(x: Tensor, batch_sizes: list[int] | None, h0: Tensor, c0: Tensor, weight_ih: Map, weight_hh: Map,
                     bias: Tensor | None = None, peephole: Tensor | None = None, weight_hr: Map | None = None,
                     reverse: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """`fused_layer`'s contract, x (N, I) -> out (N, P), h_n (B, P), c_n (B, H), with no autograd history."""
+    batch_sizes = resolve(batch_sizes, x, h0)
     gates_x = maps.apply(weight_ih, x)  # (N, 4H): the input half of every step in one product
     N, B, H, P = gates_x.shape[0], h0.shape[0], c0.shape[1], h0.shape[1]
     out = new_buffer(gates_x, N, P)

@@ -5,14 +5,15 @@ import torch
 from torch import Tensor
 
 from lstmkit.cell import lstm_step
-from lstmkit.engine.schedule import steps
+from lstmkit.engine.schedule import resolve, steps
 from lstmkit.maps import Map
 
 
-def reference_layer(x: Tensor, batch_sizes: list[int], h0: Tensor, c0: Tensor, weight_ih: Map, weight_hh: Map,
+def reference_layer(x: Tensor, batch_sizes: list[int] | None, h0: Tensor, c0: Tensor, weight_ih: Map, weight_hh: Map,
                     bias: Tensor | None = None, peephole: Tensor | None = None, weight_hr: Map | None = None,
                     reverse: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """One layer, one direction. x (N, I) packed rows; h0 (B, P); c0 (B, H) -> out (N, P), h_n (B, P), c_n (B, H)."""
+    batch_sizes = resolve(batch_sizes, x, h0)
     schedule = steps(batch_sizes, reverse)
     h, c = h0[:schedule[0][2]], c0[:schedule[0][2]]
     outputs: list[Tensor] = [x] * len(batch_sizes)

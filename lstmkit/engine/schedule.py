@@ -7,6 +7,17 @@ from __future__ import annotations
 
 from itertools import accumulate
 
+from torch import Tensor
+
+
+def resolve(batch_sizes: list[int] | None, x: Tensor, h0: Tensor) -> list[int]:
+    """The step sizes of a layer call: `batch_sizes`, or for None (a padded batch: x (T*B, I), h0 (B, P))
+    [B] * T. None keeps T symbolic for the paths that need no list (the native op, ONNX export)."""
+    if batch_sizes is not None:
+        return batch_sizes
+    B = h0.shape[0]
+    return [B] * (x.shape[0] // B)
+
 
 def steps(batch_sizes: list[int], reverse: bool) -> list[tuple[int, int, int]]:
     """(t, row offset, rows) of every step, in the order the forward pass processes them."""

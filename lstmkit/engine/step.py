@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.cell import lstm_pointwise, lstm_pointwise_backward
+from lstmkit.engine.build import extension
 
 
 def _kernel(like: Tensor, *tensors: Tensor | None):
@@ -18,8 +19,7 @@ def _kernel(like: Tensor, *tensors: Tensor | None):
         return None
     if any(t is not None and (t.stride(-1) != 1 or t.dtype != like.dtype) for t in tensors):
         return None
-    from lstmkit.engine import native  # imported here: native imports the fused engine, which imports this
-    return native.extension()
+    return extension()
 
 
 def step_forward(gates: Tensor, c_prev: Tensor, peephole: Tensor | None, c: Tensor, h: Tensor) -> None:
