@@ -7,7 +7,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from lstmkit import maps
-from lstmkit.engine import IMPLEMENTATIONS, auto_layer, build, fused_layer, native, native_layer
+from lstmkit.engine import IMPLEMENTATIONS, auto_layer, build, fused_layer, native, native_layer, ops
 from assertions import assert_rel
 
 needs_native = pytest.mark.skipif(not native.available(), reason="native extension unavailable")
@@ -120,6 +120,15 @@ def test_native_equals_torch_lstm(packed, bidirectional, proj, initial_state):
         assert_rel(a, e, 1e-5, what=name)
 
 
+def native_op(cfg, x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr):
+    """lstmkit::lstm_forward's differentiable outputs: (out, h_n, c_n), or with "low-rank" (h_seq, c_n)."""
+    batch_sizes, reverse, kind, groups = cfg
+    out, h_n, c_n, _, _, h_seq = ops.lstm_forward(x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr,
+                                                  batch_sizes=batch_sizes, reverse=reverse, kind=kind, groups=groups,
+                                                  training=True, keep_h=kind == "low-rank")
+    return (h_seq, c_n) if kind == "low-rank" else (out, h_n, c_n)
+
+
 @needs_native
 @pytest.mark.parametrize("input_product,packed,reverse,peephole,proj,kind",
                          [(True, *flags, "dense") for flags in itertools.product([False, True], repeat=4)]
@@ -144,7 +153,7 @@ def test_gradcheck_native_recurrence(input_product, packed, reverse, peephole, p
     args = (x, t(b, pr), t(b, h), t(3, h) if peephole else None, t(4 * h), t(4 * h, i) if input_product else None,
             t(4, h) if kind == "diagonal" else t(4 * h, pr), t(p, h) if proj else None)
     cfg = (batch_sizes, reverse, kind, 1)
-    assert torch.autograd.gradcheck(lambda *a: native.NativeRecurrence.apply(cfg, *a), args)
+    assert torch.autograd.gradcheck(lambda *a: native_op(cfg, *a), args)
 
 
 @needs_native
@@ -161,7 +170,7 @@ def test_gradcheck_native_grouped_recurrence(packed, reverse, peephole):
     args = (t(sum(batch_sizes), i), t(b, h), t(b, h), t(3, h) if peephole else None, t(4 * h), t(4 * h, i),
             t(4 * h, h // groups), None)
     cfg = (batch_sizes, reverse, "grouped", groups)
-    assert torch.autograd.gradcheck(lambda *a: native.NativeRecurrence.apply(cfg, *a), args)
+    assert torch.autograd.gradcheck(lambda *a: native_op(cfg, *a), args)
 
 
 @needs_native
@@ -267,8 +276,8 @@ def test_structured_lstm_takes_the_native_loop_and_matches_fused(monkeypatch, st
     ours, ref = lstmkit.LSTM(4, hidden, **kw), lstmkit.LSTM(4, hidden, impl="fused", **kw)
     ref.load_state_dict(ours.state_dict())
     calls = []
-    layer = native.native_layer
-    monkeypatch.setattr(native, "native_layer", lambda *a, **k: calls.append(1) or layer(*a, **k))
+    layer = native._run
+    monkeypatch.setattr(native, "_run", lambda *a, **k: calls.append(1) or layer(*a, **k))
     x = pack_padded_sequence(torch.randn(6, 3, 4, dtype=torch.float64), [6, 4, 2])
     (y, (h, c)), (y_ref, (h_ref, c_ref)) = ours(x), ref(x)
     assert len(calls) == 4  # 2 layers x 2 directions
@@ -308,7 +317,7 @@ def test_same_result_on_one_thread_and_many(many_threads):
 @needs_native
 def test_auto_picks_native_for_dense_cpu_and_fused_otherwise(monkeypatch):
     calls = []
-    monkeypatch.setattr(native, "native_layer", lambda *a, **k: calls.append("native"))
+    monkeypatch.setattr(native, "_run", lambda *a, **k: calls.append("native"))
     monkeypatch.setattr(native, "fused_layer", lambda *a, **k: calls.append("fused"))
     x, h0, c0, w_ih, w_hh, bias, _, _ = layer_args(PADDED, False, False, torch.float32)
     auto_layer(x, PADDED, h0, c0, w_ih, w_hh, bias)
@@ -329,7 +338,7 @@ def test_auto_picks_native_for_dense_cpu_and_fused_otherwise(monkeypatch):
 def test_auto_sends_a_single_row_without_gradient_to_fused(monkeypatch):
     """Token-by-token generation: one row is a matrix-vector product, cheaper than packing the weights for."""
     calls = []
-    monkeypatch.setattr(native, "native_layer", lambda *a, **k: calls.append("native"))
+    monkeypatch.setattr(native, "_run", lambda *a, **k: calls.append("native"))
     monkeypatch.setattr(native, "fused_layer", lambda *a, **k: calls.append("fused"))
     monkeypatch.setattr(native, "extension", lambda: object())
     x, h0, c0, w_ih, w_hh, bias, _, _ = layer_args([1], False, False, torch.float32)

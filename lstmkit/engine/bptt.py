@@ -13,6 +13,7 @@ from torch.autograd.function import once_differentiable
 from lstmkit import maps
 from lstmkit.engine.hoisted import input_product
 from lstmkit.engine.inference import inference_layer, needs_grad
+from lstmkit.engine.reference import reference_layer
 from lstmkit.engine.schedule import resolve, steps
 from lstmkit.engine.step import new_buffer, step_backward, step_forward
 from lstmkit.maps import Compose, Map
@@ -129,7 +130,11 @@ def fused_layer(x: Tensor, batch_sizes: list[int] | None, h0: Tensor, c0: Tensor
                 bias: Tensor | None = None, peephole: Tensor | None = None, weight_hr: Map | None = None,
                 reverse: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Same contract as `reference_layer`: x (N, I) -> out (N, P), h_n (B, P), c_n (B, H).
-    A call that needs no gradient runs the lean `inference_layer` instead (nothing saved, no autograd)."""
+    A call that needs no gradient runs the lean `inference_layer` instead (nothing saved, no autograd). Under
+    torch.compile or torch.export it runs `reference_layer`: this loop's in-place step kernels and its
+    autograd.Function don't trace, plain ops do (and the compiler fuses them)."""
+    if torch.compiler.is_compiling():
+        return reference_layer(x, batch_sizes, h0, c0, weight_ih, weight_hh, bias, peephole, weight_hr, reverse)
     batch_sizes = resolve(batch_sizes, x, h0)
     weights = (*maps.tensors(weight_ih), *maps.tensors(weight_hh), *maps.tensors(weight_hr))
     if not needs_grad(x, h0, c0, bias, peephole, *weights):

@@ -79,5 +79,7 @@ def extension():
     return _build()
 
 
+@torch.compiler.assume_constant_result
 def available() -> bool:
+    """Whether the native engine runs here; under torch.compile a constant of the graph (the build is not traced)."""
     return extension() is not None

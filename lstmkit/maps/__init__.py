@@ -1,5 +1,6 @@
 """Linear maps: the weight structures the engine runs (see ARCHITECTURE.md, "One idea carries it")."""
-from lstmkit.maps.base import (LinearMap, Map, add_to, apply, apply_transpose, features, flops, tensors, to_dense, vjp,
+from lstmkit.maps.base import (LinearMap, Map, add_to, apply, apply_transpose, features, flops, native_recurrent, tensors,
+                               to_dense, vjp,
                                weight_grads)
 from lstmkit.maps.circulant import Circulant, CirculantMap
 from lstmkit.maps.compose import Compose

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lstmkit.maps.native import NativeRecurrent
+
 
 class LinearMap(nn.Module):
     """A linear map `(..., in_features) -> (..., out_features)` with the adjoint the BPTT engine needs.
@@ -40,6 +42,15 @@ class LinearMap(nn.Module):
         (a quantized map stores no floating-point parameter), or else its first sub-map's."""
         p = next(self.parameters(), None)
         return p if p is not None else next(m.reference() for m in self.children() if isinstance(m, LinearMap))
+
+    def dense_weight(self) -> Tensor | None:
+        """The (out, in) matrix itself where the map stores one (a Dense map), else None."""
+        return None
+
+    def native_recurrent(self, weight_hr: Tensor | None) -> "NativeRecurrent | None":
+        """How the native loop runs this map as a layer's W_hh with projection `weight_hr` (lstmkit/maps/native.py);
+        None where it can't (the default): the layer then runs the fused engine."""
+        return None
 
     def weight_grads(self, x: Tensor, g: Tensor) -> tuple[Tensor | None, ...]:
         """Gradients of sum(forward(x) * g) for each of `self.parameters()`, in one call over all rows."""
@@ -120,6 +131,15 @@ def features(m: Map) -> tuple[int, int]:
 
 def to_dense(m: Map) -> Tensor:
     return m if isinstance(m, Tensor) else m.to_dense()
+
+
+def native_recurrent(m: Map, weight_hr: Map | None) -> NativeRecurrent | None:
+    """The native form of W_hh `m` with projection `weight_hr` (see lstmkit/maps/native.py), or None."""
+    if weight_hr is not None and not isinstance(weight_hr, Tensor):
+        return None  # a structured projection runs fused
+    if isinstance(m, Tensor):
+        return NativeRecurrent("dense", m, weight_hr)
+    return m.native_recurrent(weight_hr)
 
 
 def flops(m: Map, rows: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from lstmkit.maps.base import LinearMap
+from lstmkit.maps.native import NativeRecurrent
 
 
 class Compose(LinearMap):
@@ -32,6 +33,11 @@ class Compose(LinearMap):
 
     def flops(self, rows: int) -> int:
         return self.inner.flops(rows) + self.outer.flops(rows)
+
+    def native_recurrent(self, weight_hr: Tensor | None) -> NativeRecurrent | None:
+        """Two dense factors W_hh = U V in a layer without projection run as the loop's low-rank kind."""
+        U, V = self.outer.dense_weight(), self.inner.dense_weight()
+        return NativeRecurrent("low-rank", U, V) if weight_hr is None and U is not None and V is not None else None
 
     def weight_grads(self, x: Tensor, g: Tensor) -> tuple[Tensor | None, ...]:
         # sum(A(B(x)) * g): A's gradients at (B x, g), B's at (x, Aᵀ g)

@@ -28,6 +28,9 @@ class Dense(LinearMap):
     def to_dense(self) -> Tensor:
         return self.weight
 
+    def dense_weight(self) -> Tensor:
+        return self.weight
+
     @classmethod
     def from_dense(cls, weight: Tensor) -> "Dense":
         m = cls(weight.shape[1], weight.shape[0], device=weight.device, dtype=weight.dtype)

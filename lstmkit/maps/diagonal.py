@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from lstmkit import checks
 from lstmkit.maps.base import LinearMap
+from lstmkit.maps.native import NativeRecurrent
 from lstmkit.maps.structure import StructureSpec
 from lstmkit.rowsum import sum_of_products
 
@@ -40,6 +41,11 @@ class DiagonalMap(LinearMap):
 
     def forward(self, x: Tensor) -> Tensor:  # (..., in) -> (..., gates, in) -> (..., out)
         return (x.unsqueeze(-2) * self.diagonals()).flatten(-2)
+
+    def native_recurrent(self, weight_hr: Tensor | None) -> NativeRecurrent | None:
+        """The four gates' diagonals, added in the loop's pointwise step (no recurrent product); no projection.
+        u = bound·tanh(w) is formed through autograd, so dL/dw follows from the loop's dL/du."""
+        return NativeRecurrent("diagonal", self.diagonals()) if weight_hr is None and self.gates == 4 else None
 
     def add_to(self, x: Tensor, out: Tensor) -> None:  # out_q += u_q ⊙ x in one pass
         out.view(*out.shape[:-1], self.gates, self.in_features).addcmul_(x.unsqueeze(-2), self.diagonals())

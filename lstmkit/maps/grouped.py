@@ -11,6 +11,7 @@ from lstmkit.maps.base import LinearMap
 from lstmkit.maps.compose import Compose
 from lstmkit.maps.dense import Dense
 from lstmkit.maps.lowrank import LowRankMap
+from lstmkit.maps.native import GROUP_UNITS, NativeRecurrent
 from lstmkit.maps.structure import StructureSpec, divides, init_uniform_
 
 
@@ -114,6 +115,16 @@ class GroupedMap(LinearMap):
 
     def flops(self, rows: int) -> int:
         return rows * self.in_features * self.out_features // self.groups
+
+    def native_recurrent(self, weight_hr: Tensor | None) -> NativeRecurrent | None:
+        """The blocks' rows (4H, H / groups) in gate-major order, row q·H + u holding unit u's gate q on its own group
+        of h_{t-1}, through autograd; when each group is whole vectors of units and there is no projection."""
+        k, c = self.groups, self.in_features // self.groups
+        if not (weight_hr is None and self.gates == 4 and self.in_features * 4 == self.out_features
+                and c % GROUP_UNITS == 0):
+            return None
+        rows = self.weight.view(k, 4, -1, c).permute(1, 0, 2, 3).reshape(self.out_features, c)
+        return NativeRecurrent("grouped", rows, groups=k)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, groups={self.groups}, "

@@ -1,0 +1,56 @@
+"""The native loop's contract (lstmkit::lstm_forward) written out in PyTorch ops: its readable reference, and
+the twice-differentiable path its autograd rule takes when a backward must itself be differentiated.
+
+Takes the operands exactly as the op does (see lstmkit/engine/ops.py): the recurrent weight in its native form
+(`kind`: a dense (4H, P) matrix, diagonals (4, H), or a block-diagonal matrix's rows (4H, P / groups)), x as the
+input rows (N, I) with weight_ih, or as the input product already done (N, 4H) without it.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lstmkit.cell import lstm_pointwise
+from lstmkit.engine.schedule import resolve, steps
+
+
+def recurrent_product(kind: str, weight_hh: Tensor, groups: int, h: Tensor) -> Tensor:
+    """W_hh h_{t-1} for h (rows, P) -> (rows, 4H), W_hh in the native form of `kind`."""
+    if kind == "diagonal":  # a_q += u_q ⊙ h_{t-1}: (rows, 1, H) * (4, H) -> (rows, 4H), gate-major
+        return (h.unsqueeze(-2) * weight_hh).flatten(-2)
+    if kind == "grouped":  # row q·H + j·(H/groups) + v reads only group j of h_{t-1}
+        rows, c = h.shape[0], weight_hh.shape[1]
+        blocks = weight_hh.view(4, groups, -1, c)  # (4, groups, H / groups, c)
+        return torch.einsum("qjvk,rjk->rqjv", blocks, h.view(rows, groups, c)).reshape(rows, -1)  # (rows, 4H)
+    return h @ weight_hh.t()  # dense (4H, P), also the low-rank factor U
+
+
+def loop_reference(x: Tensor, weight_ih: Tensor | None, bias: Tensor | None, h0: Tensor, c0: Tensor,
+                   weight_hh: Tensor, peephole: Tensor | None, weight_hr: Tensor | None, *,
+                   batch_sizes: list[int] | None, reverse: bool, kind: str, groups: int,
+                   keep_h: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """(out (N, P), h_n (B, P), c_n (B, H), h_seq (N, H) or None): out holds r_t = W_hr h_t with a projection,
+    else h_t; h_seq every h_t before the projection when `keep_h`."""
+    batch_sizes = resolve(batch_sizes, x, h0)
+    gates_x = x if weight_ih is None else x @ weight_ih.t()  # (N, 4H)
+    if bias is not None:
+        gates_x = gates_x + bias
+    schedule = steps(batch_sizes, reverse)
+    r, c = h0[:schedule[0][2]], c0[:schedule[0][2]]  # the recurrent state r_t (h_t without a projection), c_t
+    outputs: list[Tensor] = [x] * len(batch_sizes)
+    hiddens: list[Tensor] = [x] * len(batch_sizes)
+    r_done, c_done = [], []  # final states of sequences that ended early, latest rows first
+    for t, start, rows in schedule:
+        if rows < r.shape[0]:  # forward in time: sequences [rows:] ended at the previous step
+            r_done.append(r[rows:])
+            c_done.append(c[rows:])
+            r, c = r[:rows], c[:rows]
+        elif rows > r.shape[0]:  # backward in time: sequences [len(r):rows] start here, from h0
+            r, c = torch.cat((r, h0[r.shape[0]:rows])), torch.cat((c, c0[c.shape[0]:rows]))
+        gates = gates_x[start:start + rows] + recurrent_product(kind, weight_hh, groups, r)  # G_t
+        h, c, _ = lstm_pointwise(gates, c, peephole)
+        r = h if weight_hr is None else h @ weight_hr.t()  # r_t = W_hr h_t
+        outputs[t], hiddens[t] = r, h
+    h_n = torch.cat((r, *reversed(r_done)))  # (B, P)
+    c_n = torch.cat((c, *reversed(c_done)))  # (B, H)
+    return torch.cat(outputs), h_n, c_n, torch.cat(hiddens) if keep_h else None

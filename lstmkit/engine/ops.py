@@ -1,0 +1,96 @@
+"""The native loop as PyTorch operators: lstmkit::lstm_forward and lstmkit::lstm_backward (torch.library).
+
+Typed schemas and fake kernels (output shapes from the inputs' shapes alone, so T and B may be symbolic) let
+torch.compile, torch.export and torch.func see one opaque, well-described op per layer and direction; the kernels
+call the C++ loop (lstmkit/csrc/lstm.cpp). The autograd rule is lstmkit/engine/op_autograd.py, the vmap rule
+lstmkit/engine/op_vmap.py. Options cross the border by name (keyword-only), never by position.
+
+lstm_forward(x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr, *, batch_sizes, reverse, kind, groups,
+training, keep_h) -> (out (N, P), h_n (B, P), c_n (B, H), acts (N, 4H), cells (N, H), h_seq (N, H)):
+  x (N, I) with weight_ih (4H, I), or the input product already done, x (N, 4H), with weight_ih None;
+  weight_hh/weight_hr in the native form of `kind` (lstmkit/maps/native.py); batch_sizes None for a padded batch
+  (T = N / B). acts and cells (the activated gates and c_t of every row, for the backward) only when `training`,
+  h_seq (every h_t before the projection) only with `keep_h` and a projection; else each is empty, (0,).
+lstm_backward(...) -> the gradients for x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr, each empty
+  where not asked (`needs`) or absent. It writes dL/dgates over `acts` (and h_t over `cells` with a projection):
+  with weight_ih None, `acts` then IS the gradient for x, and the first output is empty.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from lstmkit.engine.build import extension
+
+OPERANDS = ("x", "weight_ih", "bias", "h0", "c0", "weight_hh", "peephole", "weight_hr")
+
+
+class Needs(NamedTuple):
+    """Which gradients lstm_backward computes, by name (the order of its outputs)."""
+
+    x: bool
+    h0: bool
+    c0: bool
+    peephole: bool
+    bias: bool
+    weight_ih: bool
+    weight_hh: bool
+    weight_hr: bool
+
+
+def _contiguous(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.contiguous()
+
+
+def _or_empty(t: Tensor | None, like: Tensor) -> Tensor:
+    return like.new_empty(0) if t is None else t
+
+
+def _sizes(batch_sizes: list[int] | None, x: Tensor, h0: Tensor) -> list[int]:
+    return [h0.shape[0]] * (x.shape[0] // h0.shape[0]) if batch_sizes is None else batch_sizes
+
+
+@torch.library.custom_op("lstmkit::lstm_forward", mutates_args=(), device_types="cpu")
+def lstm_forward(x: Tensor, weight_ih: Tensor | None, bias: Tensor | None, h0: Tensor, c0: Tensor, weight_hh: Tensor,
+                 peephole: Tensor | None, weight_hr: Tensor | None, *, batch_sizes: list[int] | None, reverse: bool,
+                 kind: str, groups: int, training: bool,
+                 keep_h: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    loop = [_contiguous(t) for t in (x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr)]
+    out, h_n, c_n, acts, cells, h_seq = extension().forward(*loop, _sizes(batch_sizes, x, h0), reverse, training,
+                                                            keep_h, kind == "diagonal", groups)
+    return out, h_n, c_n, _or_empty(acts, x), _or_empty(cells, x), _or_empty(h_seq, x)
+
+
+@lstm_forward.register_fake
+def _(x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr, *, batch_sizes, reverse, kind, groups, training,
+      keep_h):
+    N, (B, P), H = x.shape[0], h0.shape, c0.shape[1]
+    empty = x.new_empty(0)
+    return (x.new_empty(N, P), x.new_empty(B, P), x.new_empty(B, H),
+            x.new_empty(N, 4 * H) if training else empty, x.new_empty(N, H) if training else empty,
+            x.new_empty(N, H) if keep_h and weight_hr is not None else empty)
+
+
+@torch.library.custom_op("lstmkit::lstm_backward", mutates_args=("acts", "cells"), device_types="cpu")
+def lstm_backward(d_out: Tensor, d_h_n: Tensor, d_c_n: Tensor, acts: Tensor, cells: Tensor, out: Tensor, x: Tensor,
+                  weight_ih: Tensor | None, bias: Tensor | None, h0: Tensor, c0: Tensor, weight_hh: Tensor,
+                  peephole: Tensor | None, weight_hr: Tensor | None, d_h_seq: Tensor | None, *,
+                  batch_sizes: list[int] | None, reverse: bool, kind: str, groups: int,
+                  needs: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    loop = [_contiguous(t) for t in (x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr)]
+    grads = extension().backward(d_out.contiguous(), d_h_n.contiguous(), d_c_n.contiguous(), acts, cells,
+                                 out, *loop, _sizes(batch_sizes, x, h0), reverse, needs, _contiguous(d_h_seq),
+                                 kind == "diagonal", groups)
+    if weight_ih is None:  # the gradient for x is dL/dgates, written over acts (an op's output can't alias it)
+        grads[0] = None
+    return tuple(_or_empty(g if need else None, x) for g, need in zip(grads, needs))
+
+
+@lstm_backward.register_fake
+def _(d_out, d_h_n, d_c_n, acts, cells, out, x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr, d_h_seq, *,
+      batch_sizes, reverse, kind, groups, needs):
+    operands = (x if weight_ih is not None else None, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr)
+    return tuple(x.new_empty(t.shape) if t is not None and need else x.new_empty(0)
+                 for t, need in zip(operands, needs))
