@@ -1,0 +1,87 @@
+"""The layer under `torch.onnx.export`: one ONNX `LSTM` node per layer and direction, T and B left symbolic.
+
+The engine contract (see lstmkit/engine/__init__.py), emitted as ONNX instead of run: a padded batch becomes
+X (T, B, I) for ONNX's LSTM operator, whose gate order is i, o, f, c (lstmkit's is i, f, g, o) and whose peephole
+order is i, o, f (lstmkit's w_ci, w_cf, w_co), so W, R, B and P are reordered in the graph. A structured map is
+exported as its dense equivalent, `maps.to_dense(w)`, computed in the graph from the map's own parameters: the
+same function, not a structure-aware graph. ONNX's LSTM has no projection: a layer with W_hr (proj_size > 0)
+runs lstmkit's own step in a `torch.ops.higher_order.scan`, which the exporter writes as an ONNX `Scan`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lstmkit import maps
+from lstmkit.cell import lstm_pointwise
+from lstmkit.maps import Map
+
+ONNX_GATES = [0, 3, 1, 2]  # ONNX's i, o, f, c as lstmkit's gate blocks i, f, g, o
+ONNX_PEEPHOLES = [0, 2, 1]  # ONNX's P = [p_i, p_o, p_f] as rows of lstmkit's (w_ci, w_cf, w_co)
+
+
+def gate_rows(w: Tensor) -> Tensor:
+    """(4H, ...) in lstmkit's gate order -> (4H, ...) in ONNX's i, o, f, c."""
+    return w.unflatten(0, (4, -1))[ONNX_GATES].flatten(0, 1)
+
+
+def refuse_legacy_exporter() -> None:
+    """The TorchScript exporter (`dynamo=False`) traces the engine's Python loop with T and B frozen and cannot run
+    the symbolic ops below: refuse it rather than write a graph that is wrong at other shapes."""
+    if torch.jit.is_tracing():
+        raise RuntimeError("lstmkit.LSTM exports with the default ONNX exporter, torch.onnx.export(model, args, "
+                           "dynamo=True, dynamic_shapes=...); the legacy TorchScript exporter (dynamo=False) is not "
+                           "supported")
+
+
+def onnx_layer(x: Tensor, batch_sizes: list[int] | None, h0: Tensor, c0: Tensor, weight_ih: Map, weight_hh: Map,
+               bias: Tensor | None = None, peephole: Tensor | None = None, weight_hr: Map | None = None,
+               reverse: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """The engine contract under ONNX export: x (N, I) -> out (N, P), h_n (B, P), c_n (B, H)."""
+    refuse_legacy_exporter()
+    if batch_sizes is not None:
+        raise NotImplementedError("ONNX export of a PackedSequence input is not supported: export a padded "
+                                  "(T, B, I) batch (T and B may be dynamic)")
+    B, H = c0.shape
+    x = x.view(-1, B, x.shape[1])  # (T, B, I)
+    w_ih, w_hh = maps.to_dense(weight_ih), maps.to_dense(weight_hh)  # (4H, I), (4H, P): in the graph
+    if weight_hr is not None:
+        out, h_n, c_n = scan_layer(x, h0, c0, w_ih, w_hh, bias, peephole, maps.to_dense(weight_hr), reverse)
+    else:
+        out, h_n, c_n = lstm_node(x, h0, c0, w_ih, w_hh, bias, peephole, reverse)
+    return out.flatten(0, 1), h_n, c_n  # (N, P), (B, P), (B, H)
+
+
+def lstm_node(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor | None,
+              peephole: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """One ONNX LSTM node: x (T, B, I) -> Y (T, B, H), Y_h (B, H), Y_c (B, H)."""
+    T, B, _ = x.shape
+    H = c0.shape[1]
+    W, R = gate_rows(w_ih).unsqueeze(0), gate_rows(w_hh).unsqueeze(0)  # (1, 4H, I), (1, 4H, H)
+    b = gate_rows(bias) if bias is not None else w_ih.new_zeros(4 * H)
+    B_in = torch.cat((b, torch.zeros_like(b))).unsqueeze(0)  # (1, 8H): [W_b, R_b], lstmkit's bias is b_ih + b_hh
+    P = peephole[ONNX_PEEPHOLES].reshape(1, 3 * H) if peephole is not None else None  # (1, 3H)
+    Y, Y_h, Y_c = torch.onnx.ops.symbolic_multi_out(
+        "LSTM", [x, W, R, B_in, None, h0.unsqueeze(0), c0.unsqueeze(0), P],
+        {"hidden_size": H, "direction": "reverse" if reverse else "forward"},
+        dtypes=[x.dtype] * 3, shapes=[[T, 1, B, H], [1, B, H], [1, B, H]])
+    return Y.squeeze(1), Y_h.squeeze(0), Y_c.squeeze(0)
+
+
+def scan_layer(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor | None,
+               peephole: Tensor | None, w_hr: Tensor, reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """An LSTMP layer as a scan over time: x (T, B, I) -> r (T, B, P), r_n (B, P), c_n (B, H)."""
+    from torch._higher_order_ops.scan import scan
+
+    gates_x = x @ w_ih.t()  # (T, B, 4H): the input half of every step in one product
+    if bias is not None:
+        gates_x = gates_x + bias
+
+    def step(carry, g_x):
+        r, c = carry
+        h, c, _ = lstm_pointwise(g_x + r @ w_hh.t(), c, peephole)  # (B, H)
+        r = h @ w_hr.t()  # (B, P): r_t = W_hr h_t
+        return (r, c), r.clone()
+
+    (r_n, c_n), out = scan(step, (h0, c0), gates_x, reverse=reverse)
+    return out, r_n, c_n
