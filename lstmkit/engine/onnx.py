@@ -4,8 +4,10 @@ The engine contract (see lstmkit/engine/__init__.py), emitted as ONNX instead of
 X (T, B, I) for ONNX's LSTM operator, whose gate order is i, o, f, c (lstmkit's is i, f, g, o) and whose peephole
 order is i, o, f (lstmkit's w_ci, w_cf, w_co), so W, R, B and P are reordered in the graph. A structured map is
 exported as its dense equivalent, `maps.to_dense(w)`, computed in the graph from the map's own parameters: the
-same function, not a structure-aware graph. ONNX's LSTM has no projection: a layer with W_hr (proj_size > 0)
-runs lstmkit's own step in a `torch.ops.higher_order.scan`, which the exporter writes as an ONNX `Scan`.
+same function, not a structure-aware graph (a quantized map, which also rounds its input, is refused). ONNX's LSTM
+has no projection: a layer with W_hr (proj_size > 0) runs lstmkit's own step in a `torch.ops.higher_order.scan`,
+which the exporter writes as an ONNX `Scan`. Refused with a clear error: the legacy TorchScript exporter
+(`dynamo=False`) and PackedSequence input.
 """
 from __future__ import annotations
 
@@ -25,6 +27,21 @@ def gate_rows(w: Tensor) -> Tensor:
     return w.unflatten(0, (4, -1))[ONNX_GATES].flatten(0, 1)
 
 
+def dense(w: Map) -> Tensor:
+    """(out, in): the matrix of a map whose forward is exactly its dense product, in the graph."""
+    if not isinstance(w, Tensor) and not w.dense_is_exact:
+        raise NotImplementedError(f"ONNX export of {type(w).__name__} is not supported: it rounds its input at run "
+                                  "time, which the exported dense graph would not; export the model before quantizing")
+    return maps.to_dense(w)
+
+
+def refuse_packed_export(packed: bool = True) -> None:
+    """Under ONNX export, a PackedSequence's batch_sizes are data-dependent: refuse it by name."""
+    if packed and torch.onnx.is_in_onnx_export():
+        raise NotImplementedError("ONNX export of a PackedSequence input is not supported: export a padded "
+                                  "(T, B, I) batch, with T and B dynamic (dynamic_shapes=)")
+
+
 def refuse_legacy_exporter() -> None:
     """The TorchScript exporter (`dynamo=False`) traces the engine's Python loop with T and B frozen and cannot run
     the symbolic ops below: refuse it rather than write a graph that is wrong at other shapes."""
@@ -38,15 +55,15 @@ def onnx_layer(x: Tensor, batch_sizes: list[int] | None, h0: Tensor, c0: Tensor,
                bias: Tensor | None = None, peephole: Tensor | None = None, weight_hr: Map | None = None,
                reverse: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """The engine contract under ONNX export: x (N, I) -> out (N, P), h_n (B, P), c_n (B, H)."""
+    if not torch.onnx.is_in_onnx_export():  # its ONNX node has no values outside an export
+        raise RuntimeError("onnx_layer only writes a graph under torch.onnx.export; run impl='auto' otherwise")
     refuse_legacy_exporter()
-    if batch_sizes is not None:
-        raise NotImplementedError("ONNX export of a PackedSequence input is not supported: export a padded "
-                                  "(T, B, I) batch (T and B may be dynamic)")
+    refuse_packed_export(batch_sizes is not None)
     B, H = c0.shape
     x = x.view(-1, B, x.shape[1])  # (T, B, I)
-    w_ih, w_hh = maps.to_dense(weight_ih), maps.to_dense(weight_hh)  # (4H, I), (4H, P): in the graph
+    w_ih, w_hh = dense(weight_ih), dense(weight_hh)  # (4H, I), (4H, P): computed in the graph
     if weight_hr is not None:
-        out, h_n, c_n = scan_layer(x, h0, c0, w_ih, w_hh, bias, peephole, maps.to_dense(weight_hr), reverse)
+        out, h_n, c_n = scan_layer(x, h0, c0, w_ih, w_hh, bias, peephole, dense(weight_hr), reverse)
     else:
         out, h_n, c_n = lstm_node(x, h0, c0, w_ih, w_hh, bias, peephole, reverse)
     return out.flatten(0, 1), h_n, c_n  # (N, P), (B, P), (B, H)
@@ -59,10 +76,10 @@ def lstm_node(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bia
     H = c0.shape[1]
     W, R = gate_rows(w_ih).unsqueeze(0), gate_rows(w_hh).unsqueeze(0)  # (1, 4H, I), (1, 4H, H)
     b = gate_rows(bias) if bias is not None else w_ih.new_zeros(4 * H)
-    B_in = torch.cat((b, torch.zeros_like(b))).unsqueeze(0)  # (1, 8H): [W_b, R_b], lstmkit's bias is b_ih + b_hh
+    biases = torch.cat((b, torch.zeros_like(b))).unsqueeze(0)  # (1, 8H): [W_b, R_b], lstmkit's bias is b_ih + b_hh
     P = peephole[ONNX_PEEPHOLES].reshape(1, 3 * H) if peephole is not None else None  # (1, 3H)
     Y, Y_h, Y_c = torch.onnx.ops.symbolic_multi_out(
-        "LSTM", [x, W, R, B_in, None, h0.unsqueeze(0), c0.unsqueeze(0), P],
+        "LSTM", [x, W, R, biases, None, h0.unsqueeze(0), c0.unsqueeze(0), P],
         {"hidden_size": H, "direction": "reverse" if reverse else "forward"},
         dtypes=[x.dtype] * 3, shapes=[[T, 1, B, H], [1, B, H], [1, B, H]])
     return Y.squeeze(1), Y_h.squeeze(0), Y_c.squeeze(0)
