@@ -6,6 +6,7 @@ from torch.nn.utils.rnn import PackedSequence
 import lstmkit
 from lstmkit.compress.quantize import quantize
 from lstmkit.engine import onnx_layer
+from lstmkit.models.convlstm import ConvLSTM
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -90,6 +91,20 @@ def test_projection_runs_like_torch_lstm():
     session, ops = export(model, state=True)
     assert ops.count("Scan") == 2 and "LSTM" not in ops  # ONNX's LSTM has no projection
     assert_runs_like(session, model.to_torch(), model, state=True)
+
+
+def test_convlstm_runs_like_eager():
+    """ConvLSTM passes batch_sizes [B] * T (so T and B are fixed): a padded batch, its conv maps made dense."""
+    torch.manual_seed(4)
+    model = ConvLSTM(2, 3, 3, 4, 5, num_layers=2, peephole=True, separable=True).eval()
+    x = torch.randn(6, 2, 2, 4, 5)
+    proto = torch.onnx.export(model, (x,), dynamo=True).model_proto
+    assert [node.op_type for node in proto.graph.node].count("LSTM") == 2
+    got = ort.InferenceSession(proto.SerializeToString()).run(None, {proto.graph.input[0].name: x.numpy()})
+    with torch.no_grad():
+        out, (h_n, c_n) = model(x)
+    for g, want in zip(got, (out, h_n, c_n)):
+        torch.testing.assert_close(torch.from_numpy(g), want, atol=1e-4, rtol=0)
 
 
 def test_legacy_exporter_is_refused(tmp_path):

@@ -22,4 +22,5 @@ def layer_function(impl: str):
     return onnx_layer if torch.onnx.is_in_onnx_export() else run
 
 
-__all__ = ["auto_layer", "fused_layer", "native_layer", "reference_layer", "onnx_layer", "layer_function", "IMPLEMENTATIONS"]
+__all__ = ["auto_layer", "fused_layer", "native_layer", "reference_layer", "onnx_layer", "layer_function",
+           "IMPLEMENTATIONS"]

@@ -58,7 +58,7 @@ def onnx_layer(x: Tensor, batch_sizes: list[int] | None, h0: Tensor, c0: Tensor,
     if not torch.onnx.is_in_onnx_export():  # its ONNX node has no values outside an export
         raise RuntimeError("onnx_layer only writes a graph under torch.onnx.export; run impl='auto' otherwise")
     refuse_legacy_exporter()
-    refuse_packed_export(batch_sizes is not None)
+    refuse_packed_export(batch_sizes is not None and any(n != h0.shape[0] for n in batch_sizes))  # [B] * T: padded
     B, H = c0.shape
     x = x.view(-1, B, x.shape[1])  # (T, B, I)
     w_ih, w_hh = dense(weight_ih), dense(weight_hh)  # (4H, I), (4H, P): computed in the graph
