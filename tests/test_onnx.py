@@ -50,9 +50,9 @@ def assert_runs_like(session, reference, model: lstmkit.LSTM, state: bool = Fals
 
 
 @pytest.mark.parametrize("options, state", [
-    ({}, False),
+    ({"bias": False}, False),
     ({"num_layers": 2, "bidirectional": True, "batch_first": True}, True),
-], ids=["one layer", "two layers, bidirectional, batch_first, (h0, c0)"])
+], ids=["one layer, no bias", "two layers, bidirectional, batch_first, (h0, c0)"])
 def test_dense_runs_like_torch_lstm(options, state):
     torch.manual_seed(0)
     model = lstmkit.LSTM(I, 6, **options)

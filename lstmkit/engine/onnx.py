@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch._higher_order_ops.scan import scan
 
 from lstmkit import maps
 from lstmkit.cell import lstm_pointwise
@@ -75,8 +76,9 @@ def lstm_node(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bia
     T, B, _ = x.shape
     H = c0.shape[1]
     W, R = gate_rows(w_ih).unsqueeze(0), gate_rows(w_hh).unsqueeze(0)  # (1, 4H, I), (1, 4H, H)
-    b = gate_rows(bias) if bias is not None else w_ih.new_zeros(4 * H)
-    biases = torch.cat((b, torch.zeros_like(b))).unsqueeze(0)  # (1, 8H): [W_b, R_b], lstmkit's bias is b_ih + b_hh
+    biases = None  # ONNX's default: zeros
+    if bias is not None:  # (1, 8H): [W_b, R_b], lstmkit's bias being b_ih + b_hh
+        biases = torch.cat((gate_rows(bias), torch.zeros_like(bias))).unsqueeze(0)
     P = peephole[ONNX_PEEPHOLES].reshape(1, 3 * H) if peephole is not None else None  # (1, 3H)
     Y, Y_h, Y_c = torch.onnx.ops.symbolic_multi_out(
         "LSTM", [x, W, R, biases, None, h0.unsqueeze(0), c0.unsqueeze(0), P],
@@ -88,8 +90,6 @@ def lstm_node(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bia
 def scan_layer(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor | None,
                peephole: Tensor | None, w_hr: Tensor, reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
     """An LSTMP layer as a scan over time: x (T, B, I) -> r (T, B, P), r_n (B, P), c_n (B, H)."""
-    from torch._higher_order_ops.scan import scan
-
     gates_x = x @ w_ih.t()  # (T, B, 4H): the input half of every step in one product
     if bias is not None:
         gates_x = gates_x + bias
