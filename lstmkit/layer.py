@@ -10,6 +10,7 @@ from torch.nn.utils.rnn import PackedSequence
 from lstmkit import checks, maps
 from lstmkit.cell import OutputLayer
 from lstmkit.engine import layer_function
+from lstmkit.engine.onnx import refuse_packed_export
 from lstmkit.maps import MapSpec
 
 
@@ -125,6 +126,7 @@ class LSTM(nn.Module):
         P = self.proj_size or H
         packed = isinstance(input, PackedSequence)
         if packed:
+            refuse_packed_export()  # under torch.onnx.export, batch_sizes would be data-dependent
             x, sizes, sorted_indices, unsorted_indices = input
             checks.input_tensor(x, self.input_size, ref, ranks=(2,), layout=" (PackedSequence.data: (N, I))")
             batch_sizes = checks.batch_sizes(sizes)

@@ -19,6 +19,9 @@ class LinearMap(nn.Module):
     # whether `vjp` beats autograd through `forward` over many rows; if so the engine differentiates the hoisted
     # input product with it (lstmkit/engine/hoisted.py). Measured per map: true for grouped (no regrouping copies).
     closed_form_backward: bool = False
+    # whether forward(x) is x @ to_dense().T up to float rounding, so ONNX export may run the dense matrix
+    # (lstmkit/engine/onnx.py); false for a map that also rounds its input (the quantized maps)
+    dense_is_exact: bool = True
 
     def forward(self, x: Tensor) -> Tensor:  # (..., in) -> (..., out)
         raise NotImplementedError

@@ -17,6 +17,7 @@ class QuantizedMap(LinearMap):
     """An inference-only map: inputs and outputs are float32, the weights (out, in) are stored narrower."""
 
     weight: Tensor  # the stored weights, a buffer
+    dense_is_exact = False  # forward rounds its input too (int8, bf16, fixed point)
 
     def __init__(self, weight: Tensor):
         super().__init__()
