@@ -5,12 +5,13 @@ Gate order is i, f, g, o, as torch.nn.LSTM stores it: rows [0:H) of a (4H, ...) 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 from torch import Tensor, nn
 
-from lstmkit import checks, maps
+from lstmkit import autocast, checks, maps
 from lstmkit.maps import Map
 
 
@@ -130,19 +131,29 @@ class LSTMCell(nn.Module):
                 nn.init.uniform_(p, -bound, bound)
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        """input (B, I) or (I,); hx = (h, c), each (B, H) or (H,). Returns (h_t, c_t)."""
-        checks.input_tensor(input, self.input_size, self.weight_ih, ranks=(1, 2))
+        """input (B, I) or (I,); hx = (h, c), each (B, H) or (H,). Returns (h_t, c_t).
+        Under torch.autocast: computed in its dtype, returned in the dtype torch.nn.LSTMCell returns."""
+        amp = autocast.compute_dtype(self.weight_ih)  # the autocast dtype, or None
+        checks.input_tensor(input, self.input_size, self.weight_ih, ranks=(1, 2), autocast=amp)
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)  # (B, I)
         B = x.shape[0]
         if hx is None:
             h = c = x.new_zeros(B, self.hidden_size)
         else:
-            h, c = (checks.state_tensor(name, s, (B, self.hidden_size) if batched else (self.hidden_size,), x)
+            h, c = (checks.state_tensor(name, s, (B, self.hidden_size) if batched else (self.hidden_size,), x, amp)
                     for name, s in zip(("h", "c"), hx))
             h, c = (h, c) if batched else (h.unsqueeze(0), c.unsqueeze(0))
         bias = None if self.bias_ih is None else self.bias_ih + self.bias_hh
-        h, c = lstm_step(x, h, c, self.weight_ih, self.weight_hh, bias, self.weight_peephole)
+        weights, engine = (self.weight_ih, self.weight_hh, bias, self.weight_peephole), contextlib.nullcontext()
+        if amp is not None:  # cast through autograd, then computed with autocast off
+            result = autocast.cell_dtype(x.device.type, amp, c.dtype)
+            x, h, c, engine = x.to(amp), h.to(amp), c.to(amp), autocast.engine(x.device.type)
+            weights = tuple(autocast.cast(w, amp) for w in weights)
+        with engine:
+            h, c = lstm_step(x, h, c, *weights)
+        if amp is not None:
+            h, c = h.to(result), c.to(result)
         return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
 
     def output(self, h: Tensor) -> Tensor:

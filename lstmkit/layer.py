@@ -1,16 +1,19 @@
 """LSTM: a drop-in for torch.nn.LSTM (same arguments, inputs, outputs and state_dict), run by lstmkit's engine."""
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from lstmkit import checks, maps
+from lstmkit import autocast, checks, maps
 from lstmkit.cell import OutputLayer
-from lstmkit.engine import layer_function
+from lstmkit.engine import layer_function, reference_layer
 from lstmkit.engine.onnx import refuse_packed_export
+from lstmkit.errors import InputError
 from lstmkit.maps import MapSpec
 
 
@@ -42,6 +45,9 @@ class LSTM(nn.Module):
         self.dropout = checks.probability("dropout", dropout)
         if proj_size >= hidden_size:
             raise ValueError(f"proj_size must be smaller than hidden_size={hidden_size}, got {proj_size}")
+        if dropout > 0 and num_layers == 1:  # torch.nn.LSTM's warning, word for word
+            warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
+                          f"num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}")
         layer_function(impl)  # validates the name
         self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
         self.peephole, self.impl = bool(peephole), impl
@@ -107,14 +113,17 @@ class LSTM(nn.Module):
                 names.append(layer)
         return names
 
-    def _direction(self, k: int, sfx: str) -> dict:
-        """The maps and vectors of layer k, direction sfx, as the engine takes them."""
+    def _direction(self, k: int, sfx: str, dtype: torch.dtype | None = None) -> dict:
+        """The maps and vectors of layer k, direction sfx, as the engine takes them; cast to `dtype` (through
+        autograd) where given (autocast)."""
         get = lambda name: getattr(self, f"{name}_l{k}{sfx}", None)  # noqa: E731
         bias = get("bias_ih") + get("bias_hh") if self.bias else None  # (4H,): both biases add to every gate
         for w in (get("weight_ih"), get("weight_hh")):  # a structure may tie gate biases (coupled: b_f = -b_i)
             bias = w.gate_bias(bias) if bias is not None and hasattr(w, "gate_bias") else bias
-        return {"weight_ih": get("weight_ih"), "weight_hh": get("weight_hh"), "bias": bias,
-                "peephole": get("weight_peephole"), "weight_hr": get("weight_hr"), "reverse": sfx == "_reverse"}
+        cast = (lambda m: m) if dtype is None else (lambda m: autocast.cast(m, dtype))  # noqa: E731
+        return {"weight_ih": cast(get("weight_ih")), "weight_hh": cast(get("weight_hh")), "bias": cast(bias),
+                "peephole": cast(get("weight_peephole")), "weight_hr": cast(get("weight_hr")),
+                "reverse": sfx == "_reverse"}
 
     def forward(self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None = None):
         """input: (T, B, I), (B, T, I) with batch_first, unbatched (T, I), or a PackedSequence.
@@ -122,50 +131,63 @@ class LSTM(nn.Module):
         Returns output (T, B, D * P) (or a PackedSequence, or y_t with an output layer) and (h_n, c_n).
         """
         ref = maps.reference(self.weight_ih_l0)  # the dtype and device inputs must match
+        amp = autocast.compute_dtype(ref)  # under torch.autocast: the dtype this call computes in; else None
         L, D, H = self.num_layers, 2 if self.bidirectional else 1, self.hidden_size
         P = self.proj_size or H
         packed = isinstance(input, PackedSequence)
         if packed:
             refuse_packed_export()  # under torch.onnx.export, batch_sizes would be data-dependent
             x, sizes, sorted_indices, unsorted_indices = input
-            checks.input_tensor(x, self.input_size, ref, ranks=(2,), layout=" (PackedSequence.data: (N, I))")
+            checks.input_tensor(x, self.input_size, ref, ranks=(2,), layout=" (PackedSequence.data: (N, I))",
+                                autocast=amp)
             batch_sizes = checks.batch_sizes(sizes)
             if sum(batch_sizes) != x.shape[0]:
-                raise ValueError(f"PackedSequence.data has {x.shape[0]} rows but batch_sizes sum to {sum(batch_sizes)}")
+                raise InputError(f"PackedSequence.data has {x.shape[0]} rows but batch_sizes sum to {sum(batch_sizes)}")
             B, batched = batch_sizes[0], True
         else:
             layout = " (unbatched (T, I) or batched " + ("(B, T, I))" if self.batch_first else "(T, B, I))")
-            checks.input_tensor(input, self.input_size, ref, ranks=(2, 3), layout=layout)
+            checks.input_tensor(input, self.input_size, ref, ranks=(2, 3), layout=layout, autocast=amp)
             batched = input.dim() == 3
             x = input if batched else input.unsqueeze(1)  # (T, 1, I) when unbatched
             if batched and self.batch_first:
                 x = x.transpose(0, 1)  # (T, B, I)
             T, B, _ = x.shape
-            if T == 0 or B == 0:
-                raise ValueError(f"input must have at least one time step and one sequence, got shape {tuple(x.shape)}")
+            if T == 0:  # torch.nn.LSTM: RuntimeError "Expected sequence length to be larger than 0"
+                raise InputError(f"input must have at least one time step, got shape {tuple(input.shape)}{layout}")
             batch_sizes = None  # a padded batch: [B] * T, left implicit so T may stay symbolic
             x = x.reshape(T * B, self.input_size)  # (T*B, I): packed rows
 
-        h0, c0 = self._initial_state(hx, L * D, B, P, batched, x)
+        h0, c0 = self._initial_state(hx, L * D, B, P, batched, x, amp)
         if packed and sorted_indices is not None:
             h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
 
         run = layer_function(self.impl)
+        if not packed and B == 0:  # an empty batch: the reference loop's empty products keep the weights' graph
+            run, batch_sizes = reference_layer, [0] * T
+        engine = contextlib.nullcontext()
+        if amp is not None:  # everything cast here, through autograd; the engine then runs with autocast off
+            dtypes = autocast.lstm_dtypes(ref.device.type, amp, x.dtype, c0.dtype, packed=packed,
+                                          projected=self.proj_size > 0, empty=B == 0)
+            x, h0, c0, engine = x.to(amp), h0.to(amp), c0.to(amp), autocast.engine(ref.device.type)
         h_n, c_n = [], []
-        for k in range(L):
-            outputs = []
-            for d, sfx in enumerate(self._suffixes()):
-                out, h, c = run(x, batch_sizes, h0[k * D + d], c0[k * D + d], **self._direction(k, sfx))
-                outputs.append(out)  # (N, P)
-                h_n.append(h)
-                c_n.append(c)
-            x = torch.cat(outputs, 1) if D == 2 else outputs[0]  # (N, D*P)
-            if self.dropout and self.training and k < L - 1:
-                # on the (T, B, D*P) view, as torch.nn.LSTM does, so a shared seed draws the same mask
-                x = nn.functional.dropout(x if packed else x.view(-1, B, D * P), self.dropout, True).reshape(x.shape)
-        if self.output_layer is not None:
-            x = self.output_layer(x)  # y_t = φ(W_y h_t + b_y)
+        with engine:
+            for k in range(L):
+                outputs = []
+                for d, sfx in enumerate(self._suffixes()):
+                    out, h, c = run(x, batch_sizes, h0[k * D + d], c0[k * D + d], **self._direction(k, sfx, amp))
+                    outputs.append(out)  # (N, P)
+                    h_n.append(h)
+                    c_n.append(c)
+                x = torch.cat(outputs, 1) if D == 2 else outputs[0]  # (N, D*P)
+                if self.dropout and self.training and k < L - 1:
+                    # on the (T, B, D*P) view, as torch.nn.LSTM does, so a shared seed draws the same mask
+                    x = nn.functional.dropout(x if packed else x.view(-1, B, D * P), self.dropout,
+                                              True).reshape(x.shape)
         h_n, c_n = torch.stack(h_n), torch.stack(c_n)  # (L*D, B, P), (L*D, B, H)
+        if amp is not None:  # the dtypes torch.nn.LSTM returns under the same autocast
+            x, h_n, c_n = x.to(dtypes[0]), h_n.to(dtypes[1]), c_n.to(dtypes[2])
+        if self.output_layer is not None:
+            x = self.output_layer(x)  # y_t = φ(W_y h_t + b_y), under the caller's autocast
 
         if packed:
             if unsorted_indices is not None:
@@ -176,8 +198,10 @@ class LSTM(nn.Module):
             return output.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
         return (output.transpose(0, 1) if self.batch_first else output), (h_n, c_n)
 
-    def _initial_state(self, hx, LD: int, B: int, P: int, batched: bool, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(h_0, c_0) as (L*D, B, P) and (L*D, B, H): zeros when hx is None, else checked (never broadcast)."""
+    def _initial_state(self, hx, LD: int, B: int, P: int, batched: bool, x: Tensor,
+                       amp: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+        """(h_0, c_0) as (L*D, B, P) and (L*D, B, H): zeros like x when hx is None, else checked (never broadcast;
+        under autocast, `amp`, any dtype it casts)."""
         H = self.hidden_size
         if hx is None:
             return x.new_zeros(LD, B, P), x.new_zeros(LD, B, H)
@@ -185,17 +209,19 @@ class LSTM(nn.Module):
             raise TypeError(f"hx must be a tuple (h_0, c_0), got {type(hx).__name__}"
                             + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else ""))
         shape = (lambda n: (LD, B, n)) if batched else (lambda n: (LD, n))
-        h0 = checks.state_tensor("h_0", hx[0], shape(P), x)
-        c0 = checks.state_tensor("c_0", hx[1], shape(H), x)
+        h0 = checks.state_tensor("h_0", hx[0], shape(P), x, amp)
+        c0 = checks.state_tensor("c_0", hx[1], shape(H), x, amp)
         return (h0, c0) if batched else (h0.unsqueeze(1), c0.unsqueeze(1))
 
     @classmethod
     def from_torch(cls, lstm: nn.LSTM, **options) -> "LSTM":
-        """An lstmkit.LSTM with the same configuration and (copied) weights as a torch.nn.LSTM."""
+        """An lstmkit.LSTM with the same configuration, (copied) weights, train/eval mode and requires_grad flags as
+        a torch.nn.LSTM."""
         w = lstm.weight_ih_l0
         new = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias, lstm.batch_first,
                   float(lstm.dropout), lstm.bidirectional, lstm.proj_size, device=w.device, dtype=w.dtype, **options)
         new.load_state_dict(lstm.state_dict(), strict=not new.peephole and new.output_layer is None)
+        _copy_flags(lstm, new)
         return new
 
     def to_torch(self) -> nn.LSTM:
@@ -217,6 +243,7 @@ class LSTM(nn.Module):
                     if self.bias and tied:  # the bias the gates really use (e.g. coupled b_f = -b_i), all in b_ih
                         getattr(lstm, f"bias_ih_l{k}{sfx}").copy_(self._direction(k, sfx)["bias"])
                         getattr(lstm, f"bias_hh_l{k}{sfx}").zero_()
+        _copy_flags(self, lstm)
         return lstm
 
     def extra_repr(self) -> str:
@@ -226,3 +253,12 @@ class LSTM(nn.Module):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
         return s
+
+
+def _copy_flags(source: nn.Module, target: nn.Module) -> None:
+    """target takes source's train/eval mode and, parameter by parameter name, its requires_grad flags."""
+    target.train(source.training)
+    params = dict(target.named_parameters())
+    for name, p in source.named_parameters():
+        if name in params:
+            params[name].requires_grad_(p.requires_grad)

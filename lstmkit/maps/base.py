@@ -1,6 +1,8 @@
 """The linear-map protocol that every weight structure implements, and the helpers the engine calls."""
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 
@@ -67,12 +69,29 @@ class LinearMap(nn.Module):
         """out += forward(x), without autograd; a map may fuse the sum into its product (one pass over out)."""
         out += self.forward(x)
 
+    def cast(self, dtype: torch.dtype) -> "LinearMap":
+        """This map computing in `dtype` (autocast, lstmkit/autocast.py): a shallow copy whose floating parameters
+        and buffers are cast through autograd, so gradients reach the originals in their own dtype. A map whose ops
+        lack `dtype` returns lstmkit.maps.cast.OwnDtype(self) instead."""
+        return _cast_copy(self, dtype)
+
     def vjp(self, x: Tensor, g: Tensor, input_grad: bool = True,
             weight_grads: bool = True) -> tuple[Tensor | None, tuple[Tensor | None, ...]]:
         """(dL/dx, dL/d parameters) for y = forward(x) and dL/dy = g, each only where asked (else None):
         `transpose` and `weight_grads`, which a composite map may compute sharing their common part."""
         dx = self.transpose(g) if input_grad else None
         return dx, (self.weight_grads(x, g) if weight_grads else (None,) * len(tuple(self.parameters())))
+
+
+def _cast_copy(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A shallow copy of module with its floating tensors `.to(dtype)` and its sub-maps' `cast`."""
+    new = copy.copy(module)
+    floating = lambda t: t is not None and t.is_floating_point()  # noqa: E731
+    new._parameters = {n: p.to(dtype) if floating(p) else p for n, p in module._parameters.items()}
+    new._buffers = {n: b.to(dtype) if floating(b) else b for n, b in module._buffers.items()}
+    new._modules = {n: None if m is None else m.cast(dtype) if isinstance(m, LinearMap) else _cast_copy(m, dtype)
+                    for n, m in module._modules.items()}
+    return new
 
 
 # A map is either a LinearMap or a plain (out, in) weight tensor, which is the dense map: that keeps

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from lstmkit import checks
 from lstmkit.maps.base import LinearMap
+from lstmkit.maps.cast import OwnDtype
 from lstmkit.maps.structure import StructureSpec, fit_entry_means_, init_uniform_
 
 
@@ -63,6 +64,9 @@ class CirculantMap(LinearMap):
         self.register_buffer("dft", dft, persistent=False)  # (b, 4F)
         self.register_buffer("idft", idft, persistent=False)  # (2F, b)
         self._cache: tuple[Tensor, Tensor, Tensor] | None = None  # (weight copy, Re ĉ, Im ĉ)
+
+    def cast(self, dtype: torch.dtype) -> LinearMap:
+        return OwnDtype(self)  # torch.fft has no bfloat16 kernel: the spectra stay in the weights' dtype
 
     def _spectrum_of_weight(self) -> tuple[Tensor, Tensor]:
         """Re ĉ and Im ĉ, each (2F, q, p) with rows (f, plane), repeated over the plane so that one bmm serves both

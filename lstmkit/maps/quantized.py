@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from lstmkit.maps import int8
 from lstmkit.maps.base import LinearMap
+from lstmkit.maps.cast import OwnDtype
 
 
 class QuantizedMap(LinearMap):
@@ -31,6 +32,9 @@ class QuantizedMap(LinearMap):
         if torch.is_grad_enabled() and (x.requires_grad or self.training):
             raise RuntimeError(f"{type(self).__name__} is inference-only: quantized weights have no gradient. "
                                "Call model.eval() and run under torch.no_grad(); fine-tune before quantizing")
+
+    def cast(self, dtype: torch.dtype) -> LinearMap:
+        return OwnDtype(self)  # its own precision: float32 inputs and outputs
 
     def transpose(self, g: Tensor) -> Tensor:
         raise RuntimeError(f"{type(self).__name__} is inference-only: backpropagation through quantized weights "

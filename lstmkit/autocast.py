@@ -1,0 +1,63 @@
+"""Autocast as torch.nn.LSTM meets it: the dtype a call computes in, its weights cast through autograd, and the
+dtypes torch.nn.LSTM and torch.nn.LSTMCell return (tests/test_autocast.py holds them equal to torch's)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from lstmkit.maps import Map
+
+CASTS = (torch.float32, torch.bfloat16, torch.float16)  # the dtypes torch.autocast casts (float64 it leaves alone)
+
+
+def compute_dtype(weight: Tensor) -> torch.dtype | None:
+    """The dtype a layer whose weights are like `weight` computes in: the autocast dtype where autocast is on for
+    their device and casts their dtype; else None (the call runs as without autocast)."""
+    device_type = weight.device.type
+    if weight.dtype not in CASTS or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
+def cast(m: Map | Tensor | None, dtype: torch.dtype) -> Map | Tensor | None:
+    """m computing in `dtype`, through autograd (so gradients reach the original in its own dtype): a tensor cast,
+    a map's `cast` (lstmkit.maps.LinearMap.cast)."""
+    if m is None:
+        return None
+    return m.to(dtype) if isinstance(m, Tensor) else m.cast(dtype)
+
+
+def engine(device_type: str) -> torch.autocast:
+    """The context the engine runs in once everything is cast: autocast off, so that nothing casts twice."""
+    return torch.autocast(device_type, enabled=False)
+
+
+def _one_onednn_kernel(input_dtype: torch.dtype) -> bool:
+    """Whether torch.nn.LSTM's CPU oneDNN path (ATen's use_mkldnn) takes an input of this dtype."""
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return False
+    return input_dtype == torch.float32 or (input_dtype == torch.bfloat16
+                                            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def lstm_dtypes(device_type: str, dtype: torch.dtype, input_dtype: torch.dtype, cell_dtype: torch.dtype, *,
+                packed: bool, projected: bool, empty: bool) -> tuple[torch.dtype, torch.dtype, torch.dtype]:
+    """(output, h_n, c_n) dtypes torch.nn.LSTM returns under autocast to `dtype`. cuDNN, and on the CPU oneDNN (a
+    padded, non-empty batch without projection and a float32 or bfloat16 input), cast everything: all `dtype`.
+    Elsewhere ATen's per-step cell runs: its products autocast, its elementwise math promotes with c_0
+    (`cell_dtype`: the given c_0's, else the input's), so c_n is promote(dtype, cell_dtype), and output and h_n
+    are the same, unless the projection (a product) makes them `dtype`."""
+    if device_type == "cuda" or (device_type == "cpu" and not (packed or projected or empty)
+                                 and _one_onednn_kernel(input_dtype)):
+        return dtype, dtype, dtype
+    c = torch.promote_types(dtype, cell_dtype)
+    return (dtype, dtype, c) if projected else (c, c, c)
+
+
+def cell_dtype(device_type: str, dtype: torch.dtype, state_dtype: torch.dtype) -> torch.dtype:
+    """The dtype of (h', c') torch.nn.LSTMCell returns under autocast to `dtype`: CUDA autocasts lstm_cell whole;
+    elsewhere its products autocast and its elementwise math promotes with c (given, or zeros like the input)."""
+    return dtype if device_type == "cuda" else torch.promote_types(dtype, state_dtype)
