@@ -170,6 +170,9 @@ def _load(r: Recipe, build_dir: Path):
     from torch.utils import cpp_extension
 
     with exclusive(build_dir) as held, tools_on_path():
+        if shutil.which(r.compiler) is None:  # before torch, whose compiler check logs a long banner about it
+            raise RuntimeError(f"no C++ compiler: {r.compiler!r} is not on PATH (install g++, or set CXX)")
+        cpp_extension.verify_ninja_availability()  # raises, in a few words, where ninja is missing
         if held:  # torch's own lock file outlives a killed build (Ctrl-C on first use) and would make
             (build_dir / "lock").unlink(missing_ok=True)  # every later process wait for it forever
         if not (build_dir / (r.name() + LIBRARY_SUFFIX)).exists():
@@ -183,10 +186,10 @@ def _load(r: Recipe, build_dir: Path):
 def summary(e: BaseException) -> str:
     """What failed in a few words: the error's first line, and the build output's first error line if any."""
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    first = f"{type(e).__name__}: {lines[0] if lines else ''}"
+    clip = lambda text, n: text if len(text) <= n else text[:n - 3] + "..."  # noqa: E731
+    text = clip(f"{type(e).__name__}: {lines[0] if lines else ''}", 100)
     detail = next((line for line in lines[1:] if "error" in line.lower() or "not found" in line.lower()), None)
-    text = first if detail is None else f"{first}: {detail}"
-    return text if len(text) <= 200 else text[:197] + "..."
+    return text if detail is None else f"{text} ... {clip(detail, 140)}"
 
 
 def _write_log(build_dir: Path | None, r: Recipe, e: BaseException) -> Path:
