@@ -1,5 +1,6 @@
 """The native engine: equal to the fused PyTorch path and to torch.nn.LSTM (outputs, states, every gradient),
-gradcheck in float64, the dispatch of impl="auto", and the fallback when the extension is off (a failed build: tests/test_build.py)."""
+gradcheck in float64, the dispatch of impl="auto", and the fallback when the extension is off (a failed build:
+tests/test_build.py)."""
 import itertools
 
 import pytest
