@@ -129,6 +129,12 @@ def test_a_missing_compiler_warns_in_a_few_words_without_calling_torch(fresh, mo
     assert len(str(caught[0].message)) < 500 and capfd.readouterr().err == ""  # no first-build line either
 
 
+def test_an_install_without_sources_says_so(fresh, monkeypatch, tmp_path):
+    monkeypatch.setattr(build, "CSRC", tmp_path / "csrc")  # as `pip install .` installed it before package-data
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ sources in .*csrc \\(this install lacks lstmkit/csrc\\)"):
+        assert native.extension() is None
+
+
 def test_the_first_build_says_so_once_and_a_cached_load_is_silent(fresh, monkeypatch, capfd):
     calls = []
     monkeypatch.setattr(cpp_extension, "load", fake_load(calls))

@@ -169,6 +169,8 @@ def build_root() -> Path:
 def _load(r: Recipe, build_dir: Path):
     from torch.utils import cpp_extension
 
+    if not any(f.endswith(".cpp") for f in r.sources):
+        raise RuntimeError(f"no C++ sources in {r.csrc} (this install lacks lstmkit/csrc)")
     with exclusive(build_dir) as held, tools_on_path():
         if shutil.which(r.compiler) is None:  # before torch, whose compiler check logs a long banner about it
             raise RuntimeError(f"no C++ compiler: {r.compiler!r} is not on PATH (install g++, or set CXX)")
