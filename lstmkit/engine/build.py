@@ -189,8 +189,9 @@ def summary(e: BaseException) -> str:
     """What failed in a few words: the error's first line, and the build output's first error line if any."""
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     clip = lambda text, n: text if len(text) <= n else text[:n - 3] + "..."  # noqa: E731
-    text = clip(f"{type(e).__name__}: {lines[0] if lines else ''}", 100)
+    first = lines[0].split(": [", 1)[0] if lines else ""  # torch's "Error building extension 'x': [1/4] c++ ..."
     detail = next((line for line in lines[1:] if "error" in line.lower() or "not found" in line.lower()), None)
+    text = clip(f"{type(e).__name__}: {first}", 160)
     return text if detail is None else f"{text} ... {clip(detail, 140)}"
 
 
@@ -202,6 +203,7 @@ def _write_log(build_dir: Path | None, r: Recipe, e: BaseException) -> Path:
             continue
         log = folder / ("build.log" if folder == build_dir else f"lstmkit-native-{r.name()}.log")
         with contextlib.suppress(OSError):
+            folder.mkdir(parents=True, exist_ok=True)
             log.write_text(text)
             return log
     return Path(os.devnull)
