@@ -1,4 +1,6 @@
 """lstmkit: LSTM networks from the equations up."""
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
+
 from lstmkit.cell import LSTMCell, lstm_pointwise, lstm_step
 from lstmkit.layer import LSTM
 from lstmkit.maps import Circulant, Conv, Coupled, Diagonal, Grouped, LowRank, SharedGates

@@ -12,6 +12,7 @@ COMMANDS = {
     "compare": "lstmkit.compare",
     "compress": "lstmkit.compress.command",
     "bench": "lstmkit.bench",
+    "info": "lstmkit.info",
 }
 
 

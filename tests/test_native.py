@@ -1,5 +1,6 @@
 """The native engine: equal to the fused PyTorch path and to torch.nn.LSTM (outputs, states, every gradient),
-gradcheck in float64, the dispatch of impl="auto", and the fallback when the extension is off or fails to build."""
+gradcheck in float64, the dispatch of impl="auto", and the fallback when the extension is off (a failed build:
+tests/test_build.py)."""
 import itertools
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from lstmkit import maps
-from lstmkit.engine import IMPLEMENTATIONS, auto_layer, build, fused_layer, native, native_layer, ops
+from lstmkit.engine import IMPLEMENTATIONS, auto_layer, fused_layer, native, native_layer, ops
 from assertions import assert_rel
 
 needs_native = pytest.mark.skipif(not native.available(), reason="native extension unavailable")
@@ -368,26 +369,6 @@ def test_disabled_by_environment_falls_back_to_fused(monkeypatch):
         assert torch.equal(a, e)
     with pytest.raises(RuntimeError, match="unavailable"):
         native_layer(args[0], PACKED, *args[1:])
-
-
-def test_failed_build_warns_once_and_falls_back(monkeypatch):
-    from torch.utils import cpp_extension
-
-    def no_compiler(*args, **kwargs):
-        raise RuntimeError("no C++ compiler")
-
-    monkeypatch.delenv("LSTMKIT_NO_NATIVE", raising=False)
-    monkeypatch.setattr(cpp_extension, "load", no_compiler)
-    build._build.cache_clear()
-    try:
-        with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
-            assert native.extension() is None
-        assert native.extension() is None  # no second warning: pytest's -W error would raise here
-        args = layer_args(PADDED, False, False, torch.float32)
-        out = auto_layer(args[0], PADDED, *args[1:])[0]
-        assert torch.equal(out, fused_layer(args[0], PADDED, *args[1:])[0])
-    finally:
-        build._build.cache_clear()  # the next use loads the real build again (cached on disk)
 
 
 @needs_native
