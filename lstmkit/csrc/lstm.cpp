@@ -14,6 +14,7 @@
 
 #include "cell.h"
 #include "gemm.h"
+#include "options.h"
 #include "ceiling.h"
 #include "products.h"
 #include "step.h"
@@ -437,8 +438,11 @@ void check_groups(int64_t groups, int64_t H, int64_t P, const at::Tensor& w_hh, 
 std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
                                 const std::optional<at::Tensor>& bias, const at::Tensor& h0, const at::Tensor& c0,
                                 const at::Tensor& w_hh, const std::optional<at::Tensor>& peephole,
-                                const std::optional<at::Tensor>& w_hr, const std::vector<int64_t>& batch_sizes,
-                                bool reverse, bool training, bool keep_h, bool diagonal, int64_t groups) {
+                                const std::optional<at::Tensor>& w_hr, const LoopOptions& options) {
+  const std::vector<int64_t>& batch_sizes = options.batch_sizes;
+  const bool reverse = options.reverse, training = options.training, keep_h = options.keep_h,
+             diagonal = options.diagonal;
+  const int64_t groups = options.groups;
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "the native engine runs float32 and float64");
   for (auto [t, name] : {std::pair{x, "x"}, {h0, "h0"}, {c0, "c0"}, {w_hh, "weight_hh"}}) check(t, name, x);
@@ -562,15 +566,16 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
                                  const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
                                  const std::optional<at::Tensor>& bias, const at::Tensor& h0, const at::Tensor& c0,
                                  const at::Tensor& w_hh, const std::optional<at::Tensor>& peephole,
-                                 const std::optional<at::Tensor>& w_hr, const std::vector<int64_t>& batch_sizes,
-                                 bool reverse, const std::vector<bool>& needs,
-                                 const std::optional<at::Tensor>& d_h_seq, bool diagonal, int64_t groups) {
+                                 const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& d_h_seq,
+                                 const LoopOptions& options, const Needs& needs) {
+  const std::vector<int64_t>& batch_sizes = options.batch_sizes;
+  const bool reverse = options.reverse, diagonal = options.diagonal;
+  const int64_t groups = options.groups;
   for (auto [t, name] : {std::pair{d_out, "d_out"}, {d_h_n, "d_h_n"}, {d_c_n, "d_c_n"}, {cells, "cells"},
                          {out, "out"}, {x, "x"}, {h0, "h0"}, {c0, "c0"}, {w_hh, "weight_hh"}})
     check(t, name, acts);
   check(w_ih, "weight_ih", acts), check(peephole, "peephole", acts), check(w_hr, "weight_hr", acts);
   check(d_h_seq, "d_h_seq", acts);
-  TORCH_CHECK(needs.size() == 8, "needs: one flag per gradient");
   const int64_t N = acts.size(0), I = x.size(1), H = acts.size(1) / 4, P = h0.size(1);
   TORCH_CHECK(!d_h_seq || (w_hr && d_h_seq->size(0) == N && d_h_seq->size(1) == H),
               "d_h_seq must be (N, H), and comes only with weight_hr");
@@ -581,10 +586,10 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
   const Steps steps(batch_sizes, reverse);
   const auto opt = acts.options();
   const at::Tensor& d_gates = acts;
-  const at::Tensor dx = w_ih && needs[0] ? empty_large({N, I}, opt) : at::Tensor();
+  const at::Tensor dx = w_ih && needs.x ? empty_large({N, I}, opt) : at::Tensor();
   at::Tensor dh_next = d_h_n.clone(), dc = d_c_n.clone();
-  const at::Tensor d_peep = peephole && needs[3] ? at::zeros({3, H}, opt) : at::Tensor();
-  const at::Tensor d_bias = bias && needs[4] ? at::zeros({4 * H}, opt) : at::Tensor();
+  const at::Tensor d_peep = peephole && needs.peephole ? at::zeros({3, H}, opt) : at::Tensor();
+  const at::Tensor d_bias = bias && needs.bias ? at::zeros({4 * H}, opt) : at::Tensor();
   at::Tensor d_out_total = w_hr ? empty_large({N, P}, opt) : at::Tensor();
   at::Tensor h_full = w_hr ? cells : at::Tensor();  // the saved cells are consumed like the gates
 
@@ -609,14 +614,14 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
   });
 
   at::Tensor d_w_ih, d_w_hh, d_w_hr;
-  if (w_hr && needs[7]) {
+  if (w_hr && needs.weight_hr) {
     d_w_hr = at::empty({P, H}, opt);
     product(d_out_total.t(), h_full, d_w_hr);  // dW_hr = sum_t dr_t^T h_t
   }
   d_out_total.reset(), h_full.reset();
-  if (needs[6] && diagonal) d_w_hh = diagonal_weight_grad(d_gates, out, h0, steps);
-  else if (needs[6]) d_w_hh = recurrent_weight_grad(d_gates, out, h0, steps, groups);
-  if (w_ih && needs[5]) {
+  if (needs.weight_hh && diagonal) d_w_hh = diagonal_weight_grad(d_gates, out, h0, steps);
+  else if (needs.weight_hh) d_w_hh = recurrent_weight_grad(d_gates, out, h0, steps, groups);
+  if (w_ih && needs.weight_ih) {
     d_w_ih = at::empty({4 * H, I}, opt);
     product(d_gates.t(), x, d_w_ih);  // dW_ih = sum_t dG_t^T x_t
   }
@@ -627,12 +632,24 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "lstmkit's native LSTM time loop (see lstmkit/engine/native.py)";
+  using lstmkit::LoopOptions, lstmkit::Needs;
+  py::class_<LoopOptions>(m, "LoopOptions", "the native loop's options, by keyword (csrc/options.h)")
+      .def(py::init([](std::vector<int64_t> batch_sizes, bool reverse, bool training, bool keep_h, bool diagonal,
+                       int64_t groups) {
+             return LoopOptions{std::move(batch_sizes), reverse, training, keep_h, diagonal, groups};
+           }),
+           py::kw_only(), py::arg("batch_sizes"), py::arg("reverse"), py::arg("training"), py::arg("keep_h"),
+           py::arg("diagonal"), py::arg("groups"));
+  py::class_<Needs>(m, "Needs", "which gradients backward computes, by keyword (csrc/options.h)")
+      .def(py::init([](bool x, bool h0, bool c0, bool peephole, bool bias, bool weight_ih, bool weight_hh,
+                       bool weight_hr) { return Needs{x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr}; }),
+           py::kw_only(), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("peephole"), py::arg("bias"),
+           py::arg("weight_ih"), py::arg("weight_hh"), py::arg("weight_hr"));
   m.def("forward", &lstmkit::forward, "forward(x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr, "
-        "batch_sizes, reverse, training, keep_h, diagonal, groups) -> [out, h_n, c_n, acts, cells, h_seq]");
+        "options: LoopOptions) -> [out, h_n, c_n, acts, cells, h_seq]");
   m.def("backward", &lstmkit::backward, "backward(d_out, d_h_n, d_c_n, acts (consumed), cells (consumed with "
-        "weight_hr), out, x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr, batch_sizes, reverse, needs, "
-        "d_h_seq, diagonal, groups) -> [d_x, d_h0, d_c0, "
-        "d_peephole, d_bias, d_weight_ih, d_weight_hh, d_weight_hr]");
+        "weight_hr), out, x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr, d_h_seq, options: "
+        "LoopOptions, needs: Needs) -> [d_x, d_h0, d_c0, d_peephole, d_bias, d_weight_ih, d_weight_hh, d_weight_hr]");
   m.def("empty_large", [](const std::vector<int64_t>& sizes, const at::Tensor& like) {
     return lstmkit::empty_large(sizes, like.options());
   }, "empty_large(sizes, like): torch.empty like `like`, backed by 2 MiB pages where it is large");

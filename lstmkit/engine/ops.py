@@ -58,8 +58,10 @@ def lstm_forward(x: Tensor, weight_ih: Tensor | None, bias: Tensor | None, h0: T
                  kind: str, groups: int, training: bool,
                  keep_h: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     loop = [_contiguous(t) for t in (x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr)]
-    out, h_n, c_n, acts, cells, h_seq = extension().forward(*loop, _sizes(batch_sizes, x, h0), reverse, training,
-                                                            keep_h, kind == "diagonal", groups)
+    ext = extension()
+    options = ext.LoopOptions(batch_sizes=_sizes(batch_sizes, x, h0), reverse=reverse, training=training,
+                              keep_h=keep_h, diagonal=kind == "diagonal", groups=groups)
+    out, h_n, c_n, acts, cells, h_seq = ext.forward(*loop, options)
     return out, h_n, c_n, _or_empty(acts, x), _or_empty(cells, x), _or_empty(h_seq, x)
 
 
@@ -80,9 +82,11 @@ def lstm_backward(d_out: Tensor, d_h_n: Tensor, d_c_n: Tensor, acts: Tensor, cel
                   batch_sizes: list[int] | None, reverse: bool, kind: str, groups: int,
                   needs: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     loop = [_contiguous(t) for t in (x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr)]
-    grads = extension().backward(d_out.contiguous(), d_h_n.contiguous(), d_c_n.contiguous(), acts, cells,
-                                 out, *loop, _sizes(batch_sizes, x, h0), reverse, needs, _contiguous(d_h_seq),
-                                 kind == "diagonal", groups)
+    ext = extension()
+    options = ext.LoopOptions(batch_sizes=_sizes(batch_sizes, x, h0), reverse=reverse, training=True, keep_h=False,
+                              diagonal=kind == "diagonal", groups=groups)
+    grads = ext.backward(d_out.contiguous(), d_h_n.contiguous(), d_c_n.contiguous(), acts, cells, out, *loop,
+                         _contiguous(d_h_seq), options, ext.Needs(**dict(zip(Needs._fields, needs))))
     if weight_ih is None:  # the gradient for x is dL/dgates, written over acts (an op's output can't alias it)
         grads[0] = None
     return tuple(_or_empty(g if need else None, x) for g, need in zip(grads, needs))
