@@ -11,7 +11,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from lstmkit import autocast, checks, maps
 from lstmkit.cell import OutputLayer
-from lstmkit.engine import layer_function, reference_layer
+from lstmkit.engine import aten, layer_function, reference_layer
 from lstmkit.engine.onnx import refuse_packed_export
 from lstmkit.errors import InputError
 from lstmkit.maps import MapSpec
@@ -25,7 +25,7 @@ class LSTM(nn.Module):
     bias_ih_l{k}, bias_hh_l{k} (4H), weight_hr_l{k} (P, H) when proj_size > 0.
     lstmkit adds (keyword-only): `peephole` (weight_peephole_l{k}, (3, H): w_ci, w_cf, w_co), an output layer
     y_t = φ(W_y h_t + b_y) on the top layer's outputs (`output_size`, `output_activation`) and the engine
-    implementation `impl` ("auto", "fused", "reference"; see lstmkit.engine).
+    implementation `impl` ("auto", "fused", "native", "reference", "aten": torch's own kernel; see lstmkit.engine).
 
     Weight structures (see lstmkit.maps): `input`, `recurrent` and `projection` take a MapSpec for W_ih, W_hh
     and W_hr; `gates` one for the joint [W_ih, W_hh]. A structured weight is a submodule under the same name
@@ -97,7 +97,26 @@ class LSTM(nn.Module):
             nn.init.uniform_(p, -bound, bound)
 
     def flatten_parameters(self) -> None:
-        """No-op, for code written for torch.nn.LSTM (lstmkit keeps no flat cuDNN buffer)."""
+        """As torch.nn.LSTM's: on CUDA, dense weights become views into one flat cuDNN buffer, so torch's kernel
+        (impl="auto" on CUDA) reads them in place; a no-op elsewhere. forward calls it where the weights have
+        left the buffer (a move to CUDA, a reassigned parameter)."""
+        aten.flatten(self)
+
+    @property
+    def _flat_weights_names(self) -> list[str]:
+        """Every LSTM weight's name in torch.nn.LSTM's order: per layer and direction w_ih, w_hh, b_ih, b_hh, w_hr."""
+        return [name for names in self._weight_names() for name in names]
+
+    @property
+    def _flat_weights(self) -> list:
+        """The weights under `_flat_weights_names`, read now (so a parametrization, weight_norm or prune hook's
+        new tensor is seen): tensors, or a structure's module; None while a hook has removed one."""
+        return [getattr(self, name, None) for name in self._flat_weights_names]
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError("torch.jit.script cannot compile lstmkit.LSTM (its engine is Python and C++ that "
+                           "TorchScript does not parse). Use torch.jit.trace (dense layers without peepholes "
+                           "record torch's aten::lstm), torch.export or torch.compile")
 
     @property
     def all_weights(self) -> list[list[Tensor]]:
@@ -130,6 +149,8 @@ class LSTM(nn.Module):
         hx = (h_0, c_0): (num_layers * D, B, P) and (num_layers * D, B, H); unbatched without the B dim.
         Returns output (T, B, D * P) (or a PackedSequence, or y_t with an output layer) and (h_n, c_n).
         """
+        if aten.selected(self):  # torch's own kernel: CUDA dense layers, impl="aten", or torch.jit.trace
+            return aten.forward(self, input, hx)
         ref = maps.reference(self.weight_ih_l0)  # the dtype and device inputs must match
         amp = autocast.compute_dtype(ref)  # under torch.autocast: the dtype this call computes in; else None
         L, D, H = self.num_layers, 2 if self.bidirectional else 1, self.hidden_size
