@@ -23,11 +23,18 @@ def compute_dtype(weight: Tensor) -> torch.dtype | None:
 
 
 def cast(m: Map | Tensor | None, dtype: torch.dtype) -> Map | Tensor | None:
-    """m computing in `dtype`, through autograd (so gradients reach the original in its own dtype): a tensor cast,
-    a map's `cast` (lstmkit.maps.LinearMap.cast)."""
+    """m as the engine computes with it under autocast to `dtype`, through autograd (so gradients reach the original
+    in its own dtype): on CUDA cast to `dtype` (a tensor's `.to`, a map's `cast`, lstmkit.maps.LinearMap.cast). On
+    the CPU rounded to `dtype` and computed in float32: the operands torch's bf16 kernels see, accumulated in
+    float32 as those accumulate, by the native float32 loop; PyTorch's bf16 elementwise ops, the only bf16 path the
+    engine has here, ran training 15x slower than float32 (the precision issue brings a native bf16 loop)."""
     if m is None:
         return None
-    return m.to(dtype) if isinstance(m, Tensor) else m.cast(dtype)
+    device_type = (m if isinstance(m, Tensor) else m.reference()).device.type
+    steps = (dtype, torch.float32) if device_type == "cpu" and dtype != torch.float32 else (dtype,)
+    for step in steps:
+        m = m.to(step) if isinstance(m, Tensor) else m.cast(step)
+    return m
 
 
 def engine(device_type: str) -> torch.autocast:

@@ -148,7 +148,8 @@ class LSTMCell(nn.Module):
         weights, engine = (self.weight_ih, self.weight_hh, bias, self.weight_peephole), contextlib.nullcontext()
         if amp is not None:  # cast through autograd, then computed with autocast off
             result = autocast.cell_dtype(x.device.type, amp, c.dtype)
-            x, h, c, engine = x.to(amp), h.to(amp), c.to(amp), autocast.engine(x.device.type)
+            x, h, c = autocast.cast(x, amp), autocast.cast(h, amp), autocast.cast(c, amp)
+            engine = autocast.engine(x.device.type)
             weights = tuple(autocast.cast(w, amp) for w in weights)
         with engine:
             h, c = lstm_step(x, h, c, *weights)

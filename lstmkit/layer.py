@@ -189,7 +189,8 @@ class LSTM(nn.Module):
         if amp is not None:  # everything cast here, through autograd; the engine then runs with autocast off
             dtypes = autocast.lstm_dtypes(ref.device.type, amp, x.dtype, c0.dtype, packed=packed,
                                           projected=self.proj_size > 0, empty=B == 0)
-            x, h0, c0, engine = x.to(amp), h0.to(amp), c0.to(amp), autocast.engine(ref.device.type)
+            x, h0, c0 = autocast.cast(x, amp), autocast.cast(h0, amp), autocast.cast(c0, amp)
+            engine = autocast.engine(ref.device.type)
         h_n, c_n = [], []
         with engine:
             for k in range(L):
@@ -200,6 +201,8 @@ class LSTM(nn.Module):
                     h_n.append(h)
                     c_n.append(c)
                 x = torch.cat(outputs, 1) if D == 2 else outputs[0]  # (N, D*P)
+                if amp is not None:  # the next layer's input, as torch's would be: in the autocast dtype
+                    x = autocast.cast(x, amp)
                 if self.dropout and self.training and k < L - 1:
                     # on the (T, B, D*P) view, as torch.nn.LSTM does, so a shared seed draws the same mask
                     x = nn.functional.dropout(x if packed else x.view(-1, B, D * P), self.dropout,

@@ -65,9 +65,9 @@ def test_a_failed_build_says_false_with_the_reason_and_the_log(capsys, monkeypat
 def test_the_engines_are_the_ones_the_dispatch_runs(monkeypatch):
     """Each layer kind trained a step with impl="auto": the engine that ran is the one info names."""
     ran = []
-    for name in ("native_layer", "fused_layer"):
-        real = getattr(native, name)
-        monkeypatch.setattr(native, name, lambda *a, _real=real, _name=name, **k: ran.append(_name) or _real(*a, **k))
+    for name, attr in (("native_layer", "_run"), ("fused_layer", "fused_layer")):  # what auto_layer calls
+        real = getattr(native, attr)
+        monkeypatch.setattr(native, attr, lambda *a, _real=real, _name=name, **k: ran.append(_name) or _real(*a, **k))
     cfg = ModelConfig(hidden_size=64, embedding_dim=16)
     for name, (lstm, packed) in info.layer_kinds(cfg, 16).items():
         said = info.engine(lstm, packed)

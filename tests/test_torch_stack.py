@@ -176,3 +176,24 @@ def test_packed_input_compiles_with_a_graph_break():
     torch._dynamo.reset()
     with pytest.raises(Exception, match="data-dependent"):
         torch.compile(m, fullgraph=True, backend="aot_eager")(x)
+
+
+def test_func_grad_of_a_structure_the_fused_engine_runs():
+    """A circulant W_hh has no native form: under torch.func.grad it runs the reference loop, exactly."""
+    m = dense(**STRUCTURES["circulant"])
+    x = torch.randn(5, 2, 5)
+    params = {k: v.detach() for k, v in m.named_parameters()}
+    grads = torch.func.grad(lambda p: torch.func.functional_call(m, p, (x,))[0].pow(2).sum())(params)
+    m.zero_grad()
+    m(x)[0].pow(2).sum().backward()
+    for name, p in m.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [dict(impl="fused"), STRUCTURES["circulant"]])
+def test_the_fused_engine_refuses_a_backward_with_graph(kw):
+    """Its hand-written backward has no graph: create_graph=True raises, naming what to use, never a silent zero."""
+    m = dense(**kw)
+    y, _ = m(torch.randn(4, 2, 5))
+    with pytest.raises(RuntimeError, match="first derivative only.*impl='reference'"):
+        torch.autograd.grad(y.pow(2).sum(), m.weight_ih_l0, create_graph=True)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from lstmkit import maps
 from lstmkit.engine.hoisted import input_product
 from lstmkit.engine.inference import inference_layer, needs_grad
 from lstmkit.engine.reference import reference_layer
+from lstmkit.engine.transforms import differentiating_transform
 from lstmkit.engine.schedule import resolve, steps
 from lstmkit.engine.step import new_buffer, step_backward, step_forward
 from lstmkit.maps import Compose, Map
@@ -24,6 +24,13 @@ def factors(m: Map) -> tuple[Map, Map] | None:
     """(inner, outer) of a composite recurrent map (a low-rank W2·W1, a mixed grouped map), whose middle
     inner(h_{t-1}) and its gradient the loop keeps rather than recomputing them for the weight gradients."""
     return (m.inner, m.outer) if isinstance(m, Compose) else None
+
+
+SECOND_DERIVATIVES = (
+    "lstmkit's fused engine (impl='fused', and the structures the native loop can't run: circulant, shared/coupled "
+    "gates, sparse, quantized, a structured projection) has a first derivative only, and this backward was asked "
+    "for its graph (create_graph=True, a gradient penalty): use impl='reference' (autograd through the readable "
+    "loop) for this model, or a layer the default engine runs natively (dense, low-rank, diagonal, grouped)")
 
 
 class Recurrence(torch.autograd.Function):
@@ -71,8 +78,14 @@ class Recurrence(torch.autograd.Function):
         return out, h_n, c_n
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, d_out: Tensor, d_h_n: Tensor, d_c_n: Tensor):
+        if torch.is_grad_enabled():  # create_graph=True: these gradients would carry no graph, a silent zero
+            raise RuntimeError(SECOND_DERIVATIVES)
+        with torch.no_grad():
+            return Recurrence._backward(ctx, d_out, d_h_n, d_c_n)
+
+    @staticmethod
+    def _backward(ctx, d_out: Tensor, d_h_n: Tensor, d_c_n: Tensor):
         batch_sizes, reverse, weight_hh, weight_hr = ctx.cfg
         acts, cells, cells_prev, hiddens_prev, peephole, mids = ctx.saved_tensors
         chain = factors(weight_hh)
@@ -132,8 +145,9 @@ def fused_layer(x: Tensor, batch_sizes: list[int] | None, h0: Tensor, c0: Tensor
     """Same contract as `reference_layer`: x (N, I) -> out (N, P), h_n (B, P), c_n (B, H).
     A call that needs no gradient runs the lean `inference_layer` instead (nothing saved, no autograd). Under
     torch.compile or torch.export it runs `reference_layer`: this loop's in-place step kernels and its
-    autograd.Function don't trace, plain ops do (and the compiler fuses them)."""
-    if torch.compiler.is_compiling():
+    autograd.Function don't trace, plain ops do (and the compiler fuses them); so it does under torch.func.grad,
+    whose backward must carry a graph (see transforms.py)."""
+    if torch.compiler.is_compiling() or differentiating_transform():
         return reference_layer(x, batch_sizes, h0, c0, weight_ih, weight_hh, bias, peephole, weight_hr, reverse)
     batch_sizes = resolve(batch_sizes, x, h0)
     weights = (*maps.tensors(weight_ih), *maps.tensors(weight_hh), *maps.tensors(weight_hr))

@@ -16,6 +16,7 @@ from lstmkit.engine.bptt import fused_layer
 from lstmkit.engine.build import available, extension  # noqa: F401 (re-exported)
 from lstmkit.engine.inference import needs_grad
 from lstmkit.engine.reference import reference_layer
+from lstmkit.engine.transforms import differentiating_transform
 from lstmkit.maps import Map
 from lstmkit.maps.native import NativeRecurrent
 
@@ -41,18 +42,6 @@ def supports(x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Map, weight_hh: Map, 
     """Whether the native loop runs these inputs: CPU float32/float64, and a W_hh (and W_hr) with a native form.
     A structured W_ih is fine: its product is then computed before the loop."""
     return _runs(native_form(weight_hh, weight_hr), x, h0, c0, weight_ih, bias, peephole)
-
-
-def differentiating_transform() -> bool:
-    """Whether a torch.func transform that differentiates (grad, vjp, jacrev, jvp) is active. The op's autograd
-    rule is registered with torch.library, which those transforms can't run in torch 2.13 (they need an
-    autograd.Function with setup_context): such calls run the reference loop, plain ops every transform knows.
-    vmap alone keeps the native loop (its vmap rule, lstmkit/engine/op_vmap.py)."""
-    if torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active():
-        return False
-    stack = torch._C._functorch.get_interpreter_stack() or []
-    differentiating = (torch._C._functorch.TransformType.Grad, torch._C._functorch.TransformType.Jvp)
-    return any(level.key() in differentiating for level in stack)
 
 
 def last_rows(batch_sizes: list[int] | None, reverse: bool, rows: int, batch: int, device) -> Tensor:

@@ -25,6 +25,7 @@ def setup_context(ctx, inputs, keyword_only_inputs, output):
     # save_for_backward, whose version check would refuse them after that; a second backward recomputes them
     ctx.acts, ctx.cells, ctx.consumed = acts, cells, False
     ctx.mark_non_differentiable(acts, cells)
+    ctx.set_materialize_grads(False)  # no (N, 4H) of zeros for the gradients of acts and cells, nor of unused outputs
 
 
 def _differentiable_backward(ctx, inputs, grads_out):
@@ -33,6 +34,8 @@ def _differentiable_backward(ctx, inputs, grads_out):
     with torch.enable_grad():
         outputs = loop_reference(*inputs, **ctx.options, keep_h=ctx.keep_h)
         pairs = [(o, g) for o, g in zip(outputs, grads_out) if o is not None and g is not None]
+        if not pairs:
+            return (None,) * len(inputs)
         grads = iter(torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], create_graph=True,
                                          allow_unused=True, materialize_grads=True))
     return tuple(next(grads) if need else None for need in ctx.needs_input_grad[:len(inputs)])
