@@ -45,9 +45,18 @@ def test_step_in_place_on_the_cell_and_strided_rows():
 
 
 def test_the_kernel_refuses_mismatched_shapes():
-    ext = native.extension()
+    native.extension()  # loads the library that registers torch.ops.lstmkit.step_forward
     with pytest.raises(RuntimeError, match=r"gates \(rows, 4H\)"):
-        ext.step_forward(torch.zeros(2, 12), torch.zeros(2, 4), None, torch.zeros(2, 4), torch.zeros(2, 3))
+        torch.ops.lstmkit.step_forward(torch.zeros(2, 12), torch.zeros(2, 4), None, torch.zeros(2, 4),
+                                       torch.zeros(2, 3))
+
+
+def test_the_step_kernels_are_registered_operators_with_their_writes_in_the_schema():
+    native.extension()
+    forward = str(torch.ops.lstmkit.step_forward.default._schema)
+    backward = str(torch.ops.lstmkit.step_backward.default._schema)
+    assert "Tensor(a!) gates" in forward and "Tensor(b!) c" in forward and "Tensor(c!) h" in forward
+    assert "Tensor(a!) dc" in backward and "Tensor(b!) d_gates" in backward
 
 
 def test_non_contiguous_columns_fall_back_to_the_equations():

@@ -653,10 +653,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("empty_large", [](const std::vector<int64_t>& sizes, const at::Tensor& like) {
     return lstmkit::empty_large(sizes, like.options());
   }, "empty_large(sizes, like): torch.empty like `like`, backed by 2 MiB pages where it is large");
-  m.def("step_forward", &lstmkit::step_forward, "step_forward(gates (in: pre-activations, out: activated), "
-        "c_prev, peephole, c (out), h (out))");
-  m.def("step_backward", &lstmkit::step_backward, "step_backward(dh, dc (in: dL/dc_t, out: dL/dc_{t-1}), acts, c, "
-        "c_prev, peephole, d_gates (out))");
   m.def("fma_ceiling", &lstmkit::fma_ceiling, "fma_ceiling(threads, iterations) -> GFLOP/s of fp32 vector FMAs "
         "on registers alone, the arithmetic bound of this machine");
 }

@@ -105,3 +105,31 @@ void step_backward(const at::Tensor& dh, at::Tensor dc, const at::Tensor& acts, 
 }
 
 }  // namespace lstmkit
+
+// The step kernels as PyTorch operators, torch.ops.lstmkit.step_forward / step_backward, with typed schemas that
+// say what each writes (the fused engine's loop in lstmkit/engine/step.py calls them; torch.compile and export run
+// that loop as plain ops instead, lstmkit/engine/bptt.py).
+TORCH_LIBRARY_FRAGMENT(lstmkit, m) {
+  m.def("step_forward(Tensor(a!) gates, Tensor c_prev, Tensor? peephole, Tensor(b!) c, Tensor(c!) h) -> ()");
+  m.def("step_backward(Tensor dh, Tensor(a!) dc, Tensor acts, Tensor c, Tensor c_prev, Tensor? peephole, "
+        "Tensor(b!) d_gates) -> ()");
+}
+
+namespace {
+
+void step_forward_op(const at::Tensor& gates, const at::Tensor& c_prev, const std::optional<at::Tensor>& peephole,
+                     const at::Tensor& c, const at::Tensor& h) {
+  lstmkit::step_forward(gates, c_prev, peephole, c, h);
+}
+
+void step_backward_op(const at::Tensor& dh, const at::Tensor& dc, const at::Tensor& acts, const at::Tensor& c,
+                      const at::Tensor& c_prev, const std::optional<at::Tensor>& peephole, const at::Tensor& d_gates) {
+  lstmkit::step_backward(dh, dc, acts, c, c_prev, peephole, d_gates);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lstmkit, CPU, m) {
+  m.impl("step_forward", &step_forward_op);
+  m.impl("step_backward", &step_backward_op);
+}

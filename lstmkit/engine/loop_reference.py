@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.cell import lstm_pointwise
-from lstmkit.engine.schedule import resolve, steps
+from lstmkit.engine.schedule import Carry, resolve, steps
 
 
 def recurrent_product(kind: str, weight_hh: Tensor, groups: int, h: Tensor) -> Tensor:
@@ -36,21 +36,15 @@ def loop_reference(x: Tensor, weight_ih: Tensor | None, bias: Tensor | None, h0:
     if bias is not None:
         gates_x = gates_x + bias
     schedule = steps(batch_sizes, reverse)
-    r, c = h0[:schedule[0][2]], c0[:schedule[0][2]]  # the recurrent state r_t (h_t without a projection), c_t
+    state = Carry(h0, c0, schedule[0][2])  # the recurrent state r_t (h_t without a projection) and c_t
     outputs: list[Tensor] = [x] * len(batch_sizes)
     hiddens: list[Tensor] = [x] * len(batch_sizes)
-    r_done, c_done = [], []  # final states of sequences that ended early, latest rows first
     for t, start, rows in schedule:
-        if rows < r.shape[0]:  # forward in time: sequences [rows:] ended at the previous step
-            r_done.append(r[rows:])
-            c_done.append(c[rows:])
-            r, c = r[:rows], c[:rows]
-        elif rows > r.shape[0]:  # backward in time: sequences [len(r):rows] start here, from h0
-            r, c = torch.cat((r, h0[r.shape[0]:rows])), torch.cat((c, c0[c.shape[0]:rows]))
+        r, c = state.enter(rows)
         gates = gates_x[start:start + rows] + recurrent_product(kind, weight_hh, groups, r)  # G_t
         h, c, _ = lstm_pointwise(gates, c, peephole)
         r = h if weight_hr is None else h @ weight_hr.t()  # r_t = W_hr h_t
+        state.leave(r, c)
         outputs[t], hiddens[t] = r, h
-    h_n = torch.cat((r, *reversed(r_done)))  # (B, P)
-    c_n = torch.cat((c, *reversed(c_done)))  # (B, H)
+    h_n, c_n = state.final()  # (B, P), (B, H)
     return torch.cat(outputs), h_n, c_n, torch.cat(hiddens) if keep_h else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from itertools import accumulate
 
+import torch
 from torch import Tensor
 
 
@@ -24,3 +25,33 @@ def steps(batch_sizes: list[int], reverse: bool) -> list[tuple[int, int, int]]:
     starts = [0, *accumulate(batch_sizes)][:-1]
     order = range(len(batch_sizes) - 1, -1, -1) if reverse else range(len(batch_sizes))
     return [(t, starts[t], batch_sizes[t]) for t in order]
+
+
+class Carry:
+    """The state (h, c) a loop in PyTorch ops carries along the walk, rows of the running sequences first.
+
+    `enter(rows)` gives the state entering a step of `rows` rows: forward in time, sequences [rows:] ended at the
+    previous step and keep their final state aside; backward in time, sequences [len(h):rows] start here, from
+    (h0, c0). `final()` gives (h_n (B, P), c_n (B, H)) once the walk is done."""
+
+    def __init__(self, h0: Tensor, c0: Tensor, first_rows: int):
+        self.h0, self.c0 = h0, c0
+        self.h, self.c = h0[:first_rows], c0[:first_rows]
+        self.done: list[tuple[Tensor, Tensor]] = []  # final states of sequences that ended early, latest first
+
+    def enter(self, rows: int) -> tuple[Tensor, Tensor]:
+        h, c = self.h, self.c
+        if rows < h.shape[0]:
+            self.done.append((h[rows:], c[rows:]))
+            h, c = h[:rows], c[:rows]
+        elif rows > h.shape[0]:
+            h, c = torch.cat((h, self.h0[h.shape[0]:rows])), torch.cat((c, self.c0[c.shape[0]:rows]))
+        return h, c
+
+    def leave(self, h: Tensor, c: Tensor) -> None:
+        """The state a step leaves: (rows, P) and (rows, H)."""
+        self.h, self.c = h, c
+
+    def final(self) -> tuple[Tensor, Tensor]:
+        done = self.done[::-1]
+        return torch.cat((self.h, *(h for h, _ in done))), torch.cat((self.c, *(c for _, c in done)))

@@ -1,7 +1,7 @@
 """One time step's elementwise part for the engines whose time loop is in Python (bptt.py, inference.py).
 
-The native kernel (lstmkit/csrc/step.cpp: one pass over the gates, vectorized, the math of cell.h) where the
-extension runs the tensors (CPU float32/float64), else lstmkit.cell's PyTorch ops (CUDA, other dtypes, no
+The native kernel (lstmkit/csrc/step.cpp, the operators torch.ops.lstmkit.step_forward / step_backward: one pass
+over the gates, vectorized, the math of cell.h) where the extension runs the tensors (CPU float32/float64), else lstmkit.cell's PyTorch ops (CUDA, other dtypes, no
 compiler). Both write into buffers the caller owns, so the loop allocates nothing per step.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ def step_forward(gates: Tensor, c_prev: Tensor, peephole: Tensor | None, c: Tens
     Writes c_t into c (rows, H), which may be c_prev itself, and h_t into h (rows, H)."""
     kernel = _kernel(gates, c_prev, c, h, peephole if peephole is None else peephole.contiguous())
     if kernel is not None:
-        kernel.step_forward(gates, c_prev, None if peephole is None else peephole.contiguous(), c, h)
+        torch.ops.lstmkit.step_forward(gates, c_prev, None if peephole is None else peephole.contiguous(), c, h)
         return
     if c is c_prev:  # the inference loop: everything in place
         h.copy_(lstm_pointwise(gates, c, peephole, inplace=True)[0])
@@ -44,7 +44,8 @@ def step_backward(dh: Tensor, dc: Tensor, acts: Tensor, c: Tensor, c_prev: Tenso
     c_prev (rows, H) as step_forward left them. Writes dL/da (rows, 4H) into d_gates."""
     kernel = _kernel(acts, dh, dc, c, c_prev, d_gates)
     if kernel is not None:
-        kernel.step_backward(dh, dc, acts, c, c_prev, None if peephole is None else peephole.contiguous(), d_gates)
+        torch.ops.lstmkit.step_backward(dh, dc, acts, c, c_prev, None if peephole is None else peephole.contiguous(),
+                                        d_gates)
         return
     d_a, dc_prev = lstm_pointwise_backward(dh, dc, acts, c, c_prev, peephole)
     d_gates.copy_(d_a)
