@@ -23,9 +23,16 @@ KILLS = 3
 STEPS = ["--steps", "48", "--eval-interval", "2", "--sample-length", "5"]  # a checkpoint every 2 steps
 
 
-def _start(*argv, log) -> subprocess.Popen:
-    """`python -m lstmkit ARGV...` in the background, one thread as in train_helpers.lstmkit_subprocess."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+DEFAULT_THREADS = torch.get_num_threads()
+# wide enough that the native loop splits each step among the threads (16-unit panels) and its backward's products
+WIDE = ["--hidden-size", "64", "--embedding-dim", "8", "--bptt", "8", "--batch-size", "8", "--warmup", "2"]
+
+
+def _start(*argv, log, threads: int | None = 1) -> subprocess.Popen:
+    """`python -m lstmkit ARGV...` in the background, on `threads` threads (None: torch's default)."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     return subprocess.Popen([sys.executable, "-m", "lstmkit", *map(str, argv)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=log)
 
@@ -50,14 +57,17 @@ def _wait_for_new_checkpoint(run, before, process, timeout=60.0) -> bool:
     return True
 
 
-def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_weights(tmp_path):
+@pytest.mark.parametrize("threads", [None, 1], ids=["default-threads", "one-thread"])
+def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_weights(tmp_path, threads):
+    """Killed 3 times, resumed each time: the weights end bit-identical to an uninterrupted run's, at torch's
+    default thread count (the native loop's multi-threaded paths) and at one thread."""
     data = small_corpus(tmp_path)
-    args = ["--data", data, *TINY, *STEPS]
+    args = ["--data", data, *(WIDE if threads is None else TINY), *STEPS]
     run, rng = tmp_path / "killed", random.Random(0)
     command = ["train", *args, "--out", run]
     with open(tmp_path / "stderr.txt", "wb") as log:
         for kill in range(KILLS):
-            process = _start(*command, log=log)
+            process = _start(*command, log=log, threads=threads)
             for _ in range(3):  # the third save times one cycle of steps, save and plot
                 start, before = time.monotonic(), _version(run / LATEST)
                 assert _wait_for_new_checkpoint(run, before, process), \
@@ -67,14 +77,13 @@ def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_weights(tmp_p
             assert process.wait() == -signal.SIGKILL
             load_checkpoint(run)  # the folder always holds a checkpoint that loads
             command = ["train", "--resume", run]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the subprocesses: the same products, bit for bit
+    torch.set_num_threads(threads or DEFAULT_THREADS)  # as in the subprocesses: the same products, bit for bit
     try:
         assert load_checkpoint(run)["trainer"]["step"] < 48
         assert lstmkit(*command) == 0  # the last resume runs to the end
         assert lstmkit("train", *args, "--out", tmp_path / "straight") == 0
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(DEFAULT_THREADS)
     killed, straight = load_checkpoint(run)["trainer"], load_checkpoint(tmp_path / "straight")["trainer"]
     assert killed["step"] == straight["step"] == 48
     for name, tensor in straight["model"].items():

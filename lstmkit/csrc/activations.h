@@ -29,13 +29,16 @@ struct Act<float> {
 #endif
   }
 
-  // 1 / (1 + e^-x): relative accuracy everywhere, 0 and 1 at the extremes. x is kept >= -80 so e^-x stays
-  // finite: the Newton step of `reciprocal` would turn 1/inf into 0 * (2 - inf * 0) = NaN (sigmoid(-80) ~ 2e-35).
+  // 1 / (1 + e^-x): relative accuracy everywhere, exactly 0 and 1 at the extremes as float32's own sigmoid. x is
+  // kept >= -87 so e^-x stays finite (the Newton step of `reciprocal` would turn 1/inf into 0 * (2 - inf * 0) =
+  // NaN), and below that, where float32's sigmoid is under 1.7e-38 (and 0 from -104 on), the result is 0.
   static V sigmoid(V x) {
-    return reciprocal(V(1.f) + at::vec::maximum(x, V(-80.f)).neg().exp_u20());
+    const V low(-87.f);
+    return V::blendv(reciprocal(V(1.f) + at::vec::maximum(x, low).neg().exp_u20()), V(0.f), x < low);
   }
 
-  // An odd/even rational minimax fit on [-7.9988, 7.9988] (the one Eigen uses); at most 7 ulp from tanh.
+  // An odd/even rational minimax fit on [-7.9988, 7.9988] (the one Eigen uses); at most 7 ulp from tanh, and at
+  // its clamp exactly ±1 as float32's tanh is there (tests/test_saturation.py).
   static V tanh(V x) {
     const V clamp(7.99881172180175781f);
     const V y = at::vec::minimum(at::vec::maximum(x, clamp.neg()), clamp);
