@@ -197,3 +197,24 @@ def test_the_fused_engine_refuses_a_backward_with_graph(kw):
     y, _ = m(torch.randn(4, 2, 5))
     with pytest.raises(RuntimeError, match="first derivative only.*impl='reference'"):
         torch.autograd.grad(y.pow(2).sum(), m.weight_ih_l0, create_graph=True)
+
+
+def test_export_of_a_python_loop_layer_refuses_a_dynamic_time_axis_clearly():
+    """A circulant W_hh runs the reference loop, which export can only trace at a fixed T: a dynamic T is refused
+    naming why and what to do; a dynamic batch and a static T export and run right."""
+    m = dense(**STRUCTURES["circulant"]).eval()
+    with pytest.raises(ValueError, match="fixed sequence length"):
+        torch.export.export(m, (torch.randn(7, 3, 5),), dynamic_shapes=({0: torch.export.Dim("T", min=2, max=99)},))
+    program = torch.export.export(m, (torch.randn(7, 3, 5),), dynamic_shapes=({1: torch.export.Dim("B", max=99)},))
+    x = torch.randn(7, 5, 5)
+    torch.testing.assert_close(program.module()(x)[0], m(x)[0])
+
+
+def test_func_jvp_matches_finite_differences_of_the_native_layer():
+    m = dense(dtype=torch.float64)
+    x, v = torch.randn(5, 2, 5, dtype=torch.float64), torch.randn(5, 2, 5, dtype=torch.float64)
+    _, tangent = torch.func.jvp(lambda x: m(x)[0], (x,), (v,))
+    eps = 1e-6
+    with torch.no_grad():
+        numeric = (m(x + eps * v)[0] - m(x - eps * v)[0]) / (2 * eps)
+    torch.testing.assert_close(tangent, numeric, rtol=1e-6, atol=1e-8)

@@ -17,7 +17,13 @@ def resolve(batch_sizes: list[int] | None, x: Tensor, h0: Tensor) -> list[int]:
     if batch_sizes is not None:
         return batch_sizes
     B = h0.shape[0]
-    return [B] * (x.shape[0] // B)
+    T = x.shape[0] // B
+    if isinstance(T, torch.SymInt) and T.node.maybe_as_int() is None and torch.compiler.is_exporting():
+        raise ValueError("this layer runs a Python loop over time (its weights have no native form: e.g. circulant, "
+                         "shared/coupled gates, sparse, a structured projection, or the native engine is off), which "
+                         "torch.export can only trace at a fixed sequence length: export without a Dim on the time "
+                         "axis, or use a structure the native loop runs (dense, low-rank, diagonal, grouped)")
+    return [B] * T
 
 
 def steps(batch_sizes: list[int], reverse: bool) -> list[tuple[int, int, int]]:
