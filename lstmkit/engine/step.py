@@ -1,8 +1,8 @@
 """One time step's elementwise part for the engines whose time loop is in Python (bptt.py, inference.py).
 
 The native kernel (lstmkit/csrc/step.cpp, the operators torch.ops.lstmkit.step_forward / step_backward: one pass
-over the gates, vectorized, the math of cell.h) where the extension runs the tensors (CPU float32/float64), else lstmkit.cell's PyTorch ops (CUDA, other dtypes, no
-compiler). Both write into buffers the caller owns, so the loop allocates nothing per step.
+over the gates, vectorized, the math of cell.h) where the extension runs the tensors (CPU float32/float64), else
+lstmkit.cell's PyTorch ops (CUDA, other dtypes, no compiler). Both write into buffers the caller owns, so the loop allocates nothing per step.
 """
 from __future__ import annotations
 
