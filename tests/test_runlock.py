@@ -51,8 +51,8 @@ def _refused(result: subprocess.CompletedProcess, command: str, folder: Path, pi
     assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(errors) == 1, result.stderr
-    pattern = (rf"lstmkit {command}: error: {re.escape(str(folder))} is in use by process {pid} \(`[^`]*{re.escape(holder)}[^`]*`,"
-               rf" since [0-9-]+ [0-9:]+\); expected one writer per run folder")
+    pattern = (rf"lstmkit {command}: error: {re.escape(str(folder))} is in use by process {pid} "
+               rf"\(`[^`]*{re.escape(holder)}[^`]*`, since [0-9-]+ [0-9:]+\); expected one writer per run folder")
     assert re.fullmatch(pattern + ".*", errors[0]), (pattern, errors[0])
 
 
