@@ -21,6 +21,8 @@ from safetensors.torch import load as safetensors_tensors
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from lstmkit.runlock import temp_prefix
+
 FORMAT, VERSION = "lstmkit-checkpoint", 2  # version 1 files (no checksum) are still read
 LATEST = "latest.safetensors"  # a run folder's most recent checkpoint
 PREVIOUS = "previous.safetensors"  # ... and the one before it
@@ -32,7 +34,7 @@ def atomic_write(path: str | Path, data: bytes | str, keep: str | Path | None = 
     the old file is first kept under that name. An OSError (e.g. a full disk) names the path and leaves the file
     there as it was, with no temporary file behind."""
     path, data = Path(path), data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")  # pid in its name
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -55,7 +57,7 @@ def atomic_write(path: str | Path, data: bytes | str, keep: str | Path | None = 
 
 def _keep(path: Path, keep: Path) -> None:
     """`keep` becomes the file now at `path`: a hard link, so `path` never disappears (a rename where links fail)."""
-    link = keep.with_name(f".{keep.name}.{os.getpid()}.tmp")
+    link = keep.with_name(f"{temp_prefix(keep.name)}link.tmp")
     try:
         os.link(path, link)
     except OSError:

@@ -2,7 +2,8 @@
 checkpoint before it), metrics.csv, curve.png, sample.txt.
 
 Every file is rewritten atomically from the trainer's state, so the folder always describes one
-consistent moment of the run; the checkpoint is the source of truth that `--resume` reads.
+consistent moment of the run; the checkpoint is the source of truth that `--resume` reads. A RunFolder is the
+folder's one writer: it holds the folder's lock (lstmkit.runlock) until `close`.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 from lstmkit.checkpoint import LATEST, PREVIOUS, atomic_write, load_checkpoint, save_checkpoint
+from lstmkit.runlock import RunLock
 
 LOSS_COLUMNS = ("train_loss", "valid_loss", "baseline_loss")
 
@@ -23,17 +25,19 @@ def new_run_path(out: str, prefix: str = "runs") -> Path:
 
 
 class RunFolder:
-    def __init__(self, path: str | Path, tensorboard: bool = False):
+    def __init__(self, path: str | Path, tensorboard: bool = False, lock: RunLock | None = None):
+        """Takes the folder's lock (FolderBusy if another process holds it), or `lock`, already held on it; the
+        folder keeps it until `close`."""
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        for stale in self.path.glob(".*.tmp"):  # left by a write that was killed; this process is the only writer
-            stale.unlink(missing_ok=True)
+        self.lock = lock if lock is not None else RunLock(self.path).acquire()
+        self.lock.remove_stale_temp_files()  # left by writers that were killed: the lock was free
         self.latest_ok = False  # whether latest.safetensors is known good (written by this process, or checked)
         self.writer = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as e:
+                self.lock.release()
                 raise ValueError(f"--tensorboard needs the tensorboard package ({e}); expected "
                                  "`pip install tensorboard`, or run without --tensorboard") from None
             self.writer = SummaryWriter(str(self.path / "tensorboard"))
@@ -101,5 +105,8 @@ class RunFolder:
         atomic_write(self.path / "curve.png", buffer.getvalue())
 
     def close(self) -> None:
-        if self.writer:
-            self.writer.close()
+        try:
+            if self.writer:
+                self.writer.close()
+        finally:
+            self.lock.release()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from lstmkit.engine import native
 from lstmkit.errors import report_errors
 from lstmkit.models import build_task
 from lstmkit.run import RunFolder, new_run_path
+from lstmkit.runlock import RunLock
 from lstmkit.trainer import Diverged, Trainer
 
 INTERRUPTED = 130  # exit code, as for a shell's Ctrl-C
@@ -60,9 +62,11 @@ def dry_run_configs(data_cfg: DataConfig, train_cfg: TrainConfig, world_size: in
     return data_cfg, replace(train_cfg, steps=1, eval_interval=0, sample_length=min(train_cfg.sample_length, 20))
 
 
-def train(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, saved: dict | None = None) -> dict:
+def train(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, saved: dict | None = None,
+          lock: RunLock | None = None) -> dict:
     """Run the training described by the configs; returns a summary (status, parameters, last metrics).
-    `saved` is the checkpoint of the run being resumed."""
+    `saved` is the checkpoint of the run being resumed; `lock`, the run folder's lock if the caller holds it
+    (otherwise the run folder takes it)."""
     ctx, run = setup(train_cfg.device), None
     try:
         if train_cfg.dry_run:
@@ -76,7 +80,7 @@ def train(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, 
         configs = {"model": dataclasses.asdict(model_cfg), "data": dataclasses.asdict(data_cfg),
                    "train": dataclasses.asdict(train_cfg)}
         if ctx.is_main:
-            run = RunFolder(new_run_path(train_cfg.out), train_cfg.tensorboard)
+            run = RunFolder(new_run_path(train_cfg.out), train_cfg.tensorboard, lock)
             run.write_json("config.json", configs)
             for key, value in task.metadata().items():
                 run.write_json(f"{key}.json", value)
@@ -120,16 +124,33 @@ def finish(task, model, train_cfg: TrainConfig, run: RunFolder | None, log) -> d
     return results
 
 
+def run_lock(train_cfg: TrainConfig) -> RunLock | None:
+    """The lock of the folder this command writes, taken before anything reads or checks it: --resume's folder or
+    --out's. None for a torchrun process other than rank 0 (which alone writes, see lstmkit.distributed), and for a
+    new runs/<timestamp> folder (the run folder locks it), or a --resume path that does not exist (loading says so)."""
+    folder = checkpoint_path(train_cfg.resume).parent if train_cfg.resume else train_cfg.out
+    if os.environ.get("RANK", "0") != "0" or not folder or (train_cfg.resume and not Path(train_cfg.resume).exists()):
+        return None
+    return RunLock(folder).acquire()
+
+
 @report_errors
 def main(args: argparse.Namespace) -> int:
     model_cfg, data_cfg, train_cfg = (config.from_args(cls, args) for cls in CONFIGS.values())
-    saved = None
-    if train_cfg.resume:
-        saved = load_checkpoint(train_cfg.resume)
-        model_cfg, data_cfg, saved_train_cfg = resume_configs(saved, model_cfg, data_cfg, train_cfg, train_cfg.resume)
-        train_cfg = replace(saved_train_cfg, resume=train_cfg.resume, out=str(checkpoint_path(train_cfg.resume).parent))
-    elif train_cfg.out and any((Path(train_cfg.out) / name).exists() for name in (LATEST, PREVIOUS)):
-        raise ValueError(f"{train_cfg.out} already holds a run ({LATEST}); expected a new folder for --out, "
-                         f"or --resume {train_cfg.out} to continue it")
-    summary = train(model_cfg, data_cfg, train_cfg, saved)
+    lock = run_lock(train_cfg)
+    try:
+        saved = None
+        if train_cfg.resume:
+            saved = load_checkpoint(train_cfg.resume)
+            model_cfg, data_cfg, saved_train_cfg = resume_configs(saved, model_cfg, data_cfg, train_cfg,
+                                                                  train_cfg.resume)
+            train_cfg = replace(saved_train_cfg, resume=train_cfg.resume,
+                                out=str(checkpoint_path(train_cfg.resume).parent))
+        elif train_cfg.out and any((Path(train_cfg.out) / name).exists() for name in (LATEST, PREVIOUS)):
+            raise ValueError(f"{train_cfg.out} already holds a run ({LATEST}); expected a new folder for --out, "
+                             f"or --resume {train_cfg.out} to continue it")
+        summary = train(model_cfg, data_cfg, train_cfg, saved, lock)
+    finally:
+        if lock:
+            lock.release()
     return {"done": 0, "interrupted": INTERRUPTED, "diverged": 1}[summary["status"]]

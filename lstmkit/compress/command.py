@@ -30,6 +30,7 @@ from lstmkit.errors import report_errors
 from lstmkit.maps.quantized import FORMATS
 from lstmkit.maps.sparse import MODES, check_sparsity
 from lstmkit.models import build_task
+from lstmkit.runlock import RunLock
 from lstmkit.train import dry_run_configs
 from lstmkit.trainer import Trainer
 
@@ -88,9 +89,13 @@ def check(cfg: CompressConfig, run: str) -> Path:
     if out == run_dir or run_dir in out.parents:
         raise ValueError(f"--out {cfg.out} is inside the input run folder {run_dir}; expected a folder elsewhere "
                          "(the input is never modified)")
+    return out
+
+
+def check_empty(out: Path) -> None:
+    """Under --out's lock, so no other writer can fill it after the check."""
     if (out / LATEST).exists():
         raise ValueError(f"{out} already holds a checkpoint ({LATEST}); expected a new or empty folder for --out")
-    return out
 
 
 def finetune(task, student: torch.nn.Module, teacher: torch.nn.Module, cfg: CompressConfig,
@@ -118,8 +123,14 @@ def finetune(task, student: torch.nn.Module, teacher: torch.nn.Module, cfg: Comp
 def main(args: argparse.Namespace) -> int:
     cfg = config.from_args(CompressConfig, args)
     out = check(cfg, args.run)
-    source = str(checkpoint_path(args.run))
-    state, recipe = saved.read(args.run)
+    with RunLock(out):  # one writer per folder, for the whole command; FolderBusy names the holder
+        check_empty(out)
+        return compress(cfg, args.run, out)
+
+
+def compress(cfg: CompressConfig, run: str, out: Path) -> int:
+    source = str(checkpoint_path(run))
+    state, recipe = saved.read(run)
     configs = state["config"]
     model_cfg = config.from_dict(ModelConfig, configs["model"], f"{source} model config")
     data_cfg = config.from_dict(DataConfig, configs["data"], f"{source} data config")
@@ -159,7 +170,7 @@ def main(args: argparse.Namespace) -> int:
     rows = summary.measure({"original": original, f"compressed ({describe(steps)})": student}, task, x,
                            1 if cfg.dry_run else cfg.repeats, 0 if cfg.dry_run else 1,
                            1 if cfg.dry_run else (cfg.eval_batches or None))
-    files = {"input": checkpoint_path(args.run).stat().st_size, "output": (out / LATEST).stat().st_size}
+    files = {"input": checkpoint_path(run).stat().st_size, "output": (out / LATEST).stat().st_size}
     result = {"source": source, "out": str(out), "recipe": recipe + steps, "settings": settings, "rows": rows,
               "checkpoint_bytes": files}
     text = summary.markdown(rows) + (f"\nCheckpoint files: {files['input']:,} bytes in (weights, optimizer state and "
