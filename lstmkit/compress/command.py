@@ -24,7 +24,7 @@ from lstmkit.compress import saved, summary
 from lstmkit.compress.distill import DistillationTask
 from lstmkit.compress.prune import GradualPruner
 from lstmkit.compress.recipe import apply_step, describe, parse_structure
-from lstmkit.config import DataConfig, ModelConfig, TrainConfig, option
+from lstmkit.config import COUNT, FRACTION, MAX_SIZE, DataConfig, ModelConfig, Range, TrainConfig, option
 from lstmkit.distributed import Context
 from lstmkit.errors import report_errors
 from lstmkit.maps.quantized import FORMATS
@@ -38,28 +38,32 @@ AGP_PRUNINGS = 20  # ... in this many pruning steps
 
 
 @dataclass
-class CompressConfig:
+class CompressConfig(config.Checked):
     """What `lstmkit compress` does to a run, and how it compares the result with the original."""
 
     out: str = option("", "output folder for the compressed checkpoint and the comparison (not inside RUN_DIR)")
     to: str = option("", "convert to a structure first, NAME[:ARG]: lowrank:RANK, grouped:GROUPS, "
                          "circulant:BLOCK, diagonal (recurrent only); empty: keep the weights dense")
-    prune: float = option(0.0, "fraction of LSTM weights to prune by magnitude, in [0, 1); 0: no pruning")
+    prune: float = option(0.0, "fraction of LSTM weights to prune by magnitude; 0: no pruning",
+                          range=Range(0, 1, high_open=True))
     prune_mode: str = option("unstructured", "unstructured, or balanced: every block of --prune-block rows "
                                              "keeps the same number of weights (ESE)", choices=MODES)
-    prune_block: int = option(1, "balanced pruning: rows per block")
+    prune_block: int = option(1, "balanced pruning: rows per block", range=Range(1, MAX_SIZE))
     prune_schedule: str = option("oneshot", "prune at once before fine-tuning, or gradually during it "
                                             "(AGP cubic schedule, needs --finetune-steps)", choices=("oneshot", "agp"))
-    finetune_steps: int = option(0, "optimizer steps of fine-tuning after converting/pruning; 0: none")
-    lr: float = option(3e-3, "fine-tuning peak learning rate (cosine schedule)")
+    finetune_steps: int = option(0, "optimizer steps of fine-tuning after converting/pruning; 0: none",
+                                 range=COUNT)
+    lr: float = option(3e-3, "fine-tuning peak learning rate (cosine schedule)", range=Range(0, 1000, low_open=True))
     distill: bool = option(False, "fine-tune on the original model's soft targets (knowledge distillation)")
-    temperature: float = option(1.0, "distillation temperature T (the soft loss is scaled by T²)")
+    temperature: float = option(1.0, "distillation temperature T (the soft loss is scaled by T²)",
+                                 range=Range(0, 100, low_open=True))
     alpha: float = option(0.0, "distillation: weight of the cross-entropy on the labels, 1 - alpha on the soft "
-                               "loss (0: match the original's distribution, best in `lstmkit bench --study compress`)")
+                               "loss (0: match the original's distribution, best in `lstmkit bench --study compress`)",
+                          range=FRACTION)
     quantize: str = option("", "quantize the LSTM weights last for inference: int8, bf16 or fixed16 (Q4.12); "
                                "empty: keep float32", choices=("", *FORMATS))
-    eval_batches: int = option(0, "validation batches for the loss comparison; 0: the whole split")
-    repeats: int = option(5, "timed inference runs per model (median reported)")
+    eval_batches: int = option(0, "validation batches for the loss comparison; 0: the whole split", range=COUNT)
+    repeats: int = option(5, "timed inference runs per model (median reported)", range=Range(1, 1000))
     json: bool = option(False, "print the comparison as JSON instead of Markdown")
     dry_run: bool = option(False, "tiny batches, one fine-tuning step, one validation batch: a smoke test")
 
