@@ -145,6 +145,8 @@ class TrainConfig(Checked):
                              "training flags given here (e.g. a larger --steps or --time-budget) override")
     sample_length: int = option(300, "tokens generated at the end of a language-model run",
                                 range=Range(0, MAX_TOKENS))
+    allow_unverified: bool = option(False, "--resume: read a version-1 checkpoint, which has no checksum (damage "
+                                           "or tampering goes unseen)")
     dry_run: bool = option(False, "one tiny batch end to end, run folder included, in seconds")
     tensorboard: bool = option(False, "also log to TensorBoard in the run folder (needs the tensorboard package)")
 
@@ -163,6 +165,8 @@ class SampleConfig(Checked):
     length: int = option(500, "tokens to generate", range=Range(1, MAX_TOKENS))
     seed: int = option(0, "random seed for sampling", range=SEED)
     dry_run: bool = option(False, "generate a few tokens only")
+    allow_unverified: bool = option(False, "read a version-1 checkpoint, which has no checksum (damage or tampering "
+                                           "goes unseen)")
 
 
 @dataclass

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 
-from lstmkit import config
+from lstmkit import config, schema
 from lstmkit.checkpoint import LATEST, atomic_write, checkpoint_path
 from lstmkit.compress import saved, summary
 from lstmkit.compress.distill import DistillationTask
 from lstmkit.compress.prune import GradualPruner
 from lstmkit.compress.recipe import apply_step, describe, parse_structure
-from lstmkit.config import COUNT, FRACTION, MAX_SIZE, DataConfig, ModelConfig, Range, TrainConfig, option
+from lstmkit.config import COUNT, FRACTION, MAX_SIZE, Range, TrainConfig, option
 from lstmkit.distributed import Context
 from lstmkit.errors import report_errors
 from lstmkit.maps.quantized import FORMATS
@@ -65,6 +65,8 @@ class CompressConfig(config.Checked):
     eval_batches: int = option(0, "validation batches for the loss comparison; 0: the whole split", range=COUNT)
     repeats: int = option(5, "timed inference runs per model (median reported)", range=Range(1, 1000))
     json: bool = option(False, "print the comparison as JSON instead of Markdown")
+    allow_unverified: bool = option(False, "read a version-1 checkpoint, which has no checksum (damage or tampering "
+                                           "goes unseen)")
     dry_run: bool = option(False, "tiny batches, one fine-tuning step, one validation batch: a smoke test")
 
 
@@ -92,8 +94,9 @@ def check(cfg: CompressConfig, run: str) -> Path:
     if out == run_dir or run_dir in out.parents:
         raise ValueError(f"--out {cfg.out} is inside the input run folder {run_dir}; expected a folder elsewhere "
                          "(the input is never modified)")
-    if (out / LATEST).exists():
-        raise ValueError(f"{out} already holds a checkpoint ({LATEST}); expected a new or empty folder for --out")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out {cfg.out} {'is a file' if not out.is_dir() else 'is not empty'}; expected a new or "
+                         "empty folder for --out (nothing in it is overwritten)")
     return out
 
 
@@ -123,11 +126,10 @@ def main(args: argparse.Namespace) -> int:
     cfg = config.from_args(CompressConfig, args)
     out = check(cfg, args.run)
     source = str(checkpoint_path(args.run))
-    state, recipe = saved.read(args.run)
+    state, recipe = saved.read(args.run, cfg.allow_unverified)
     configs = state["config"]
-    model_cfg = config.from_dict(ModelConfig, configs["model"], f"{source} model config")
-    data_cfg = config.from_dict(DataConfig, configs["data"], f"{source} data config")
-    train_cfg = config.from_dict(TrainConfig, configs.get("train", {}), f"{source} train config")
+    checked = schema.check_run(state, source)
+    model_cfg, data_cfg, train_cfg = checked["model"], checked["data"], checked["train"]
     if cfg.dry_run:
         data_cfg, train_cfg = dry_run_configs(data_cfg, train_cfg, 1)
     torch.manual_seed(train_cfg.seed)
@@ -138,6 +140,8 @@ def main(args: argparse.Namespace) -> int:
     if any(step.get("op") == "quantize" for step in recipe) and (cfg.to or cfg.prune or cfg.finetune_steps):
         raise ValueError(f"{source} is quantized (inference-only): only --quantize applies to it; expected the "
                          "run it was compressed from for --to, --prune or --finetune-steps")
+    if not recipe:  # the stored weights fit the config, checked before the model takes memory
+        schema.fits(lambda: task.build_model(model_cfg), state["trainer"]["model"], source)
     original = saved.load_into(task.build_model(model_cfg), state, recipe, source).eval()
 
     student, steps = copy.deepcopy(original), []

@@ -67,9 +67,9 @@ def save_compressed(path, model: nn.Module, configs: dict, metadata: dict, recip
     save_checkpoint(path, state)
 
 
-def read(path) -> tuple[dict, list[dict]]:
+def read(path, allow_unverified: bool = False) -> tuple[dict, list[dict]]:
     """The checkpoint's state and its recipe ([] for an uncompressed training checkpoint); clear errors."""
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, allow_unverified)
     source = str(checkpoint_path(path))
     try:
         state["config"]["model"], state["config"]["data"], state["trainer"]["model"]
