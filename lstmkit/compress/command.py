@@ -128,7 +128,7 @@ def main(args: argparse.Namespace) -> int:
     source = str(checkpoint_path(args.run))
     state, recipe = saved.read(args.run, cfg.allow_unverified)
     configs = state["config"]
-    checked = schema.check_run(state, source)
+    checked = schema.configs(state, source)  # checked in saved.read
     model_cfg, data_cfg, train_cfg = checked["model"], checked["data"], checked["train"]
     if cfg.dry_run:
         data_cfg, train_cfg = dry_run_configs(data_cfg, train_cfg, 1)
