@@ -35,10 +35,13 @@ def section(state, path: str, kind: type, source: str):
     return value
 
 
-def configs(state, source: str, names=tuple(CONFIGS)) -> dict:
-    """The state's configs, each built (so checked: types, ranges, choices) from its saved dict."""
-    return {name: config.from_dict(CONFIGS[name], section(state, f"config/{name}", dict, source),
-                                   f"{source} {name} config") for name in names}
+def configs(state, source: str, names=tuple(CONFIGS), optional=("train",)) -> dict:
+    """The state's configs, each built (so checked: types, ranges, choices) from its saved dict; an `optional` one
+    that is absent (a compressed checkpoint may omit the training settings) gets its defaults."""
+    section(state, "config", dict, source)
+    return {name: config.from_dict(CONFIGS[name], {} if name in optional and name not in state["config"] else
+                                   section(state, f"config/{name}", dict, source), f"{source} {name} config")
+            for name in names}
 
 
 def weights(state, source: str) -> dict[str, torch.Tensor]:
@@ -93,7 +96,7 @@ def check_run(state, source: str, build: Callable[[ModelConfig], nn.Module] | No
     if not isinstance(state, dict):
         raise ValueError(f"{source} holds a {type(state).__name__}; expected an lstmkit training checkpoint")
     section(state, "metadata", dict, source)
-    checked = configs(state, source)
+    checked = configs(state, source, optional=() if resume else ("train",))
     stored = weights(state, source)
     if resume:
         trainer(state, source)
