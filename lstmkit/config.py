@@ -126,7 +126,7 @@ class TrainConfig(Checked):
     """Optimization, budget, evaluation and the run folder."""
 
     optimizer: str = option("adamw", "optimizer", choices=("adamw", "adam", "sgd"))
-    lr: float = option(5e-3, "peak learning rate (for sgd try 1.0 to 20)", range=Range(0, 1000, low_open=True))
+    lr: float = option(5e-3, "peak learning rate (for sgd try 1.0 to 20)", range=POSITIVE)
     weight_decay: float = option(0.01, "decoupled weight decay (adamw), L2 penalty (adam, sgd)",
                                  range=Range(0, 100))
     schedule: str = option("cosine", "learning-rate schedule after warmup", choices=("cosine", "constant"))

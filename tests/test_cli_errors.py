@@ -12,7 +12,7 @@ CASES = [
     ("train: no budget", lambda tmp: command("train", "--steps", "0", "--time-budget", "0", "--out", tmp / "run"),
      CommandFailed, r"lstmkit train: error: expected a budget: --steps N or --time-budget SECONDS; given 0 for both"),
     ("train: negative learning rate", lambda tmp: command("train", "--dry-run", "--lr", "-1", "--out", tmp / "run"),
-     CommandFailed, r"--lr must be a finite number in \(0, 1000\]; given -1.0"),
+     CommandFailed, r"--lr must be a finite number > 0; given -1.0"),
     ("train: --tie-weights with an embedding size other than the LSTM's output",
      lambda tmp: command("train", "--dry-run", "--tie-weights", "--embedding-dim", "64", "--out", tmp / "run"),
      CommandFailed, "weight tying needs embedding_dim == LSTM output size"),

@@ -24,7 +24,7 @@ from lstmkit.compress import saved, summary
 from lstmkit.compress.distill import DistillationTask
 from lstmkit.compress.prune import GradualPruner
 from lstmkit.compress.recipe import apply_step, describe, parse_structure
-from lstmkit.config import COUNT, FRACTION, MAX_SIZE, Range, TrainConfig, option
+from lstmkit.config import COUNT, FRACTION, MAX_SIZE, POSITIVE, Range, TrainConfig, option
 from lstmkit.distributed import Context
 from lstmkit.errors import report_errors
 from lstmkit.maps.quantized import FORMATS
@@ -53,7 +53,7 @@ class CompressConfig(config.Checked):
                                             "(AGP cubic schedule, needs --finetune-steps)", choices=("oneshot", "agp"))
     finetune_steps: int = option(0, "optimizer steps of fine-tuning after converting/pruning; 0: none",
                                  range=COUNT)
-    lr: float = option(3e-3, "fine-tuning peak learning rate (cosine schedule)", range=Range(0, 1000, low_open=True))
+    lr: float = option(3e-3, "fine-tuning peak learning rate (cosine schedule)", range=POSITIVE)
     distill: bool = option(False, "fine-tune on the original model's soft targets (knowledge distillation)")
     temperature: float = option(1.0, "distillation temperature T (the soft loss is scaled by T²)",
                                  range=Range(0, 100, low_open=True))
