@@ -27,6 +27,8 @@ FORMAT, VERSION = "lstmkit-checkpoint", 2  # version 1 files (no checksum) are s
 LATEST = "latest.safetensors"  # a run folder's most recent checkpoint
 PREVIOUS = "previous.safetensors"  # ... and the one before it
 CHECKSUM, PLACEHOLDER = "sha256", "0" * 64  # the checksum is of the file with its own value read as PLACEHOLDER
+MAX_DEPTH = 64  # nesting of the state's JSON (a run's is under 10): deeper is refused before it is parsed
+UNVERIFIED = "--allow-unverified"  # the flag that lets a version-1 checkpoint (no checksum) load
 
 
 def atomic_write(path: str | Path, data: bytes | str, keep: str | Path | None = None) -> None:
@@ -145,20 +147,21 @@ def save_checkpoint(path: str | Path, state: dict, keep: str | Path | None = Non
     atomic_write(path, data, keep)
 
 
-def load_checkpoint(path: str | Path) -> dict:
+def load_checkpoint(path: str | Path, allow_unverified: bool = False) -> dict:
     """The state saved by `save_checkpoint`; ValueError naming the problem for any other file. For a run folder,
-    its latest checkpoint, or, after a warning naming what is wrong with that one, the previous one."""
+    its latest checkpoint, or, after a warning naming what is wrong with that one, the previous one. A version-1
+    file (no checksum, so damage goes unseen) is refused unless `allow_unverified`."""
     path = Path(path)
     if not path.is_dir():
-        return _load(path)
+        return _load(path, allow_unverified)
     try:
-        return _load(path / LATEST)
+        return _load(path / LATEST, allow_unverified)
     except (ValueError, FileNotFoundError) as e:
         if not (path / PREVIOUS).is_file():
             raise
         problem = e
     try:
-        state = _load(path / PREVIOUS)
+        state = _load(path / PREVIOUS, allow_unverified)
     except (ValueError, FileNotFoundError) as e:
         raise ValueError(f"{path} holds no usable checkpoint: {problem}; and {e}") from None
     if os.environ.get("RANK", "0") == "0":  # once per run, not once per torchrun process
@@ -166,7 +169,24 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def _load(path: Path) -> dict:
+def _depth(text: str) -> int:
+    """How deeply the JSON `text` nests its arrays and objects (brackets inside strings not counted)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            escaped, in_string = char == "\\" and not escaped, in_string and (char != '"' or escaped)
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _load(path: Path, allow_unverified: bool = False) -> dict:
     """One checkpoint file's state, checked."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; expected a run folder containing {LATEST} "
@@ -190,19 +210,32 @@ def _load(path: Path) -> dict:
     if stored is None and metadata["version"] != "1":
         raise ValueError(f"{path} has no {CHECKSUM} checksum in its header, as checkpoint version {VERSION} has; "
                          f"{expected}")
+    if stored is None and not allow_unverified:
+        raise ValueError(f"{path} is an unverified checkpoint (version 1: no {CHECKSUM} checksum, so damage or "
+                         f"tampering cannot be detected); expected a version {VERSION} checkpoint, or {UNVERIFIED} to "
+                         "load it anyway")
+    if not isinstance(metadata.get("state"), str) or (depth := _depth(metadata["state"])) > MAX_DEPTH:
+        raise ValueError(f"{path} has a state header nested {depth if isinstance(metadata.get('state'), str) else '?'}"
+                         f" levels deep; expected at most {MAX_DEPTH} (a run's is under 10); {expected}")
     try:
         return _join(json.loads(metadata["state"]), tensors)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, RecursionError) as e:
         raise ValueError(f"{path} has a damaged state header ({e!r}); {expected}") from None
 
 
 def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
-    """`module.load_state_dict(weights)`, with an error naming every missing, extra or misshapen tensor."""
+    """`module.load_state_dict(weights)`, with an error naming every missing, extra, misshapen or mistyped tensor
+    (load_state_dict would cast an int64 or float16 tensor silently)."""
     own = module.state_dict()
     problems = [f"missing {k}" for k in own if k not in weights]
     problems += [f"unexpected {k}" for k in weights if k not in own]
+    problems += [f"{k} is not a tensor ({type(weights[k]).__name__})" for k in own
+                 if k in weights and not isinstance(weights[k], torch.Tensor)]
     problems += [f"{k} has shape {tuple(weights[k].shape)}, the model expects {tuple(v.shape)}"
-                 for k, v in own.items() if k in weights and weights[k].shape != v.shape]
+                 for k, v in own.items() if isinstance(weights.get(k), torch.Tensor) and weights[k].shape != v.shape]
+    problems += [f"{k} has dtype {weights[k].dtype}, the model expects {v.dtype}"
+                 for k, v in own.items() if isinstance(weights.get(k), torch.Tensor)
+                 and weights[k].shape == v.shape and weights[k].dtype != v.dtype]
     if problems:
         raise ValueError(f"{source} does not fit the model: {'; '.join(problems[:5])}"
                          + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))

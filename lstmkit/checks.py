@@ -90,3 +90,30 @@ def batch_sizes(bs: Tensor) -> list[int]:
         raise InputError(f"PackedSequence.batch_sizes must be positive and non-increasing, got {sizes}")
     return sizes
 
+
+
+def packed_indices(sorted_indices, unsorted_indices, B: int, device: torch.device) -> None:
+    """A PackedSequence's sorted_indices and unsorted_indices: both None, or 1-D int64 tensors of length B (the
+    first batch size) on the data's device, sorted_indices a permutation of 0..B-1 and unsorted_indices its
+    inverse."""
+    if (sorted_indices is None) != (unsorted_indices is None):
+        given = "sorted_indices" if unsorted_indices is None else "unsorted_indices"
+        raise InputError(f"PackedSequence has {given} but not the other; expected both (as "
+                         "torch.nn.utils.rnn.PackedSequence makes them) or neither")
+    if sorted_indices is None:
+        return
+    for name, t in (("sorted_indices", sorted_indices), ("unsorted_indices", unsorted_indices)):
+        if not isinstance(t, Tensor) or t.dtype != torch.int64 or t.dim() != 1 or t.shape[0] != B:
+            given = f"{t.dtype} tensor of shape {_shape(t)}" if isinstance(t, Tensor) else type(t).__name__
+            raise InputError(f"PackedSequence.{name} must be a 1-D torch.int64 tensor of length {B} (batch_sizes[0]), "
+                             f"got {given}")
+        if t.device != device:
+            raise InputError(f"PackedSequence.{name} is on device {t.device} but its data is on {device}")
+    rows = torch.arange(B, device=device)
+    if not torch.equal(sorted_indices.sort().values, rows):
+        raise InputError(f"PackedSequence.sorted_indices must be a permutation of 0..{B - 1}, got "
+                         f"{sorted_indices.tolist()[:20]}")
+    if not torch.equal(unsorted_indices[sorted_indices], rows):
+        raise InputError("PackedSequence.unsorted_indices must be the inverse permutation of sorted_indices "
+                         f"(unsorted_indices[sorted_indices] == 0..{B - 1}), got sorted_indices "
+                         f"{sorted_indices.tolist()[:20]} and unsorted_indices {unsorted_indices.tolist()[:20]}")

@@ -165,6 +165,7 @@ class LSTM(nn.Module):
             if sum(batch_sizes) != x.shape[0]:
                 raise InputError(f"PackedSequence.data has {x.shape[0]} rows but batch_sizes sum to {sum(batch_sizes)}")
             B, batched = batch_sizes[0], True
+            checks.packed_indices(sorted_indices, unsorted_indices, B, x.device)
         else:
             layout = " (unbatched (T, I) or batched " + ("(B, T, I))" if self.batch_first else "(T, B, I))")
             checks.input_tensor(input, self.input_size, ref, ranks=(2, 3), layout=layout, autocast=amp)

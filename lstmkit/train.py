@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from lstmkit import config
+from lstmkit import config, schema
 from lstmkit.checkpoint import LATEST, PREVIOUS, checkpoint_path, load_checkpoint
 from lstmkit.config import CONFIGS, DataConfig, ModelConfig, TrainConfig
 from lstmkit.distributed import setup, teardown
@@ -28,7 +28,7 @@ from lstmkit.trainer import Diverged, Trainer
 
 INTERRUPTED = 130  # exit code, as for a shell's Ctrl-C
 # settings a resumed run may change; the model, its data and the optimizer kind are fixed at the start
-RESUMABLE = {f.name for f in fields(TrainConfig)} - {"optimizer", "seed", "out", "resume"}
+RESUMABLE = {f.name for f in fields(TrainConfig)} - {"optimizer", "seed", "out", "resume", "allow_unverified"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +46,8 @@ def resume_configs(saved: dict, model_cfg, data_cfg, train_cfg, source: str) -> 
     out = []
     for name, cfg in zip(CONFIGS, (model_cfg, data_cfg, train_cfg)):
         saved_cfg = config.from_dict(CONFIGS[name], saved["config"][name], f"{source} {name} config")
-        changes = {k: v for k, v in given(cfg).items() if k not in ("resume", "out")}  # the run stays in its folder
+        changes = {k: v for k, v in given(cfg).items()  # the run stays in its folder; this reading is this one's
+                   if k not in ("resume", "out", "allow_unverified")}
         for key, value in changes.items():
             if key not in RESUMABLE and value != getattr(saved_cfg, key):
                 flag = config.flag_names(next(f for f in fields(cfg) if f.name == key))[0]
@@ -75,6 +76,8 @@ def train(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, 
             raise ValueError("expected a budget: --steps N or --time-budget SECONDS; given 0 for both")
         torch.manual_seed(train_cfg.seed)
         task = build_task(data_cfg, train_cfg.seed, saved["metadata"] if saved else None)
+        if saved:  # the stored weights have the shapes the config gives, before any memory is taken for them
+            schema.fits(lambda: task.build_model(model_cfg), saved["trainer"]["model"], train_cfg.resume)
         model = task.build_model(model_cfg)
         native.extension()  # the first use compiles the native engine (cached): do it before the time budget starts
         configs = {"model": dataclasses.asdict(model_cfg), "data": dataclasses.asdict(data_cfg),
@@ -141,7 +144,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         saved = None
         if train_cfg.resume:
-            saved = load_checkpoint(train_cfg.resume)
+            saved = load_checkpoint(train_cfg.resume, train_cfg.allow_unverified)
+            schema.check_run(saved, str(checkpoint_path(train_cfg.resume)), resume=True)
             model_cfg, data_cfg, saved_train_cfg = resume_configs(saved, model_cfg, data_cfg, train_cfg,
                                                                   train_cfg.resume)
             train_cfg = replace(saved_train_cfg, resume=train_cfg.resume,

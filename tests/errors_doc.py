@@ -20,6 +20,7 @@ import test_cli_errors  # noqa: E402
 import test_compress_cli  # noqa: E402
 import test_data  # noqa: E402
 import test_errors  # noqa: E402
+import test_hostile  # noqa: E402
 import test_sample_compare  # noqa: E402
 import test_structures  # noqa: E402
 from error_table import CommandFailed, call_row, command, parametrized, trained_run  # noqa: E402
@@ -68,6 +69,8 @@ def areas() -> dict[str, list[tuple]]:
         "Data and command line": test_data.BAD_DATA + test_cli_errors.CASES + compare_rows(),
         "Checkpoints": test_checkpoint.BAD_CHECKPOINTS,
         "Compress": compress_rows(),
+        "Hostile input: crafted checkpoints (valid checksums), flag values, PackedSequence fields":
+            test_hostile.HOSTILE,
     }
 
 

@@ -82,10 +82,10 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
     assert os.listdir(tmp_path) == ["file.bin"]  # no temporary file left behind
 
 
-def test_a_version_1_checkpoint_without_checksum_still_loads(tmp_path):
+def test_a_version_1_checkpoint_without_checksum_loads_when_allowed(tmp_path):
     save_file({"w": torch.arange(3.0)}, str(tmp_path / "v1.safetensors"),
               {"format": FORMAT, "version": "1", "state": json.dumps({"w": {"__tensor__": "w"}, "step": 3})})
-    loaded = load_checkpoint(tmp_path / "v1.safetensors")
+    loaded = load_checkpoint(tmp_path / "v1.safetensors", allow_unverified=True)
     assert loaded["step"] == 3 and torch.equal(loaded["w"], torch.arange(3.0))
 
 

@@ -12,7 +12,7 @@ CASES = [
     ("train: no budget", lambda tmp: command("train", "--steps", "0", "--time-budget", "0", "--out", tmp / "run"),
      CommandFailed, r"lstmkit train: error: expected a budget: --steps N or --time-budget SECONDS; given 0 for both"),
     ("train: negative learning rate", lambda tmp: command("train", "--dry-run", "--lr", "-1", "--out", tmp / "run"),
-     CommandFailed, r"lr must be >= 0; given -1.0"),
+     CommandFailed, r"--lr must be a finite number > 0; given -1.0"),
     ("train: --tie-weights with an embedding size other than the LSTM's output",
      lambda tmp: command("train", "--dry-run", "--tie-weights", "--embedding-dim", "64", "--out", tmp / "run"),
      CommandFailed, "weight tying needs embedding_dim == LSTM output size"),
@@ -29,15 +29,15 @@ CASES = [
      lambda tmp: command("sample", trained_run(tmp), "--prompt", "\u2603"), CommandFailed,
      r"characters '\u2603' are not in the vocabulary"),
     ("sample: negative temperature", lambda tmp: command("sample", tmp, "--temperature", "-1"), CommandFailed,
-     r"temperature must be >= 0; given -1.0"),
+     r"--temperature must be a finite number in \[0, 100\]; given -1.0"),
     ("sample: a run of the adding task",
      lambda tmp: (command("train", "--task", "adding", "--dry-run", "--hidden-size", "8", "--out", tmp / "adding"),
                   command("sample", tmp / "adding")), CommandFailed,
      r"is a checkpoint of the 'adding' task; expected a language model \(task 'lm'\)"),
     ("bench: no rounds", lambda: command("bench", "--rounds", "0"), CommandFailed,
-     r"lstmkit bench: error: rounds must be >= 1: a median needs a measurement; given 0"),
+     r"lstmkit bench: error: --rounds must be an integer in \[1, 100\]; given 0"),
     ("bench: a negative number of timed runs", lambda: command("bench", "--repeats", "-1"), CommandFailed,
-     r"repeats must be >= 1: a median needs a measurement; given -1"),
+     r"--repeats must be an integer in \[1, 1000\]; given -1"),
 ]
 
 

@@ -125,8 +125,8 @@ def _garbage(folder):
 @pytest.mark.parametrize("case, args, message", [
     ("foreign", ["--prune", "0.5"], "without lstmkit metadata"),
     ("garbage", ["--prune", "0.5"], "not readable"),
-    ("run", ["--prune", "1.0"], r"sparsity must be a number in \[0, 1\)"),
-    ("run", ["--prune=-0.1"], r"sparsity must be a number in \[0, 1\)"),
+    ("run", ["--prune", "1.0"], r"--prune must be a finite number in \[0, 1\); given 1.0"),
+    ("run", ["--prune=-0.1"], r"--prune must be a finite number in \[0, 1\); given -0.1"),
     ("run", ["--to", "squiggly:3"], "unknown structure 'squiggly'"),
     ("run", ["--to", "lowrank"], "needs an argument"),
     ("run", ["--to", "lowrank:999"], "rank must be in"),

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from lstmkit import config
-from lstmkit.config import option
+from lstmkit.config import MAX_SIZE, SEED, Range, option
 
 
 def studies() -> tuple[str, ...]:
@@ -27,19 +27,20 @@ class BenchConfig(config.Checked):
                         choices=studies)
     shapes: str = option("S,M,L,XL", "engine study: comma-separated subset of the shapes S, M, L, XL")
     hidden: str = option("128,256,512,1024", "fusion study: comma-separated hidden sizes H (with I = H)")
-    batch: int = option(32, "fusion study: batch size B")
-    steps: int = option(64, "fusion study: sequence length T")
+    batch: int = option(32, "fusion study: batch size B", range=Range(1, MAX_SIZE))
+    steps: int = option(64, "fusion study: sequence length T", range=Range(1, 10 ** 6))
     data: str = option("", "quality study: the text corpus, e.g. ../shared/data/tinyshakespeare.txt")
     budgets: str = option("", "quality study: comma-separated training budgets in seconds among its recipes' "
                               "(180, 1800); empty: all")
-    repeats: int = option(5, "timed runs per measurement; the median is reported")
+    repeats: int = option(5, "timed runs per measurement; the median is reported", range=Range(1, 1000))
     rounds: int = option(3, "engine study: times the whole table is measured, one round after the other; each "
                             "row reports the round with the median ratio and the range over the rounds (a shared "
-                            "machine's slow spells last minutes, longer than one row)")
-    warmup: int = option(1, "untimed runs before the timed ones")
-    threads: int = option(0, "torch threads; 0: every core this process may use")
-    tol: float = option(1e-4, "relative tolerance of the agreement gate on fp32 outputs and gradients")
-    seed: int = option(0, "seed for weights, inputs and packed lengths")
+                            "machine's slow spells last minutes, longer than one row)", range=Range(1, 100))
+    warmup: int = option(1, "untimed runs before the timed ones", range=Range(0, 1000))
+    threads: int = option(0, "torch threads; 0: every core this process may use", range=Range(0, 4096))
+    tol: float = option(1e-4, "relative tolerance of the agreement gate on fp32 outputs and gradients",
+                        range=Range(0, 1, low_open=True))
+    seed: int = option(0, "seed for weights, inputs and packed lengths", range=SEED)
     device: str = option("cpu", "device to run on", choices=("cpu", "cuda"))
     quick: bool = option(False, "tiny shapes, 1 repeat, 1 thread: a smoke test for the test suite, not a measurement")
     json: str = option("", "also write the results as JSON to this path")
@@ -47,12 +48,6 @@ class BenchConfig(config.Checked):
     out: str = option("", "folder DIR: write DIR/<study>.json and DIR/<study>.png and rewrite this study's "
                           "section of BENCHMARKS.md (by default DIR/../BENCHMARKS.md)")
     markdown: str = option("", "the BENCHMARKS.md that --out updates; empty: the one in DIR's parent")
-
-    def __post_init__(self):
-        for name in ("repeats", "rounds"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1: a median needs a measurement; given {getattr(self, name)}")
-        super().__post_init__()  # a known study and device, no negative numbers
 
     def command(self) -> str:
         """The `lstmkit bench` command line that reproduces this configuration (non-default flags only)."""

@@ -18,19 +18,19 @@ from pathlib import Path
 
 import torch
 
-from lstmkit import config
+from lstmkit import config, schema
 from lstmkit.checkpoint import LATEST, atomic_write, checkpoint_path
 from lstmkit.compress import saved, summary
 from lstmkit.compress.distill import DistillationTask
 from lstmkit.compress.prune import GradualPruner
 from lstmkit.compress.recipe import apply_step, describe, parse_structure
-from lstmkit.config import DataConfig, ModelConfig, TrainConfig, option
+from lstmkit.config import COUNT, FRACTION, MAX_SIZE, POSITIVE, Range, TrainConfig, option
 from lstmkit.distributed import Context
 from lstmkit.errors import report_errors
 from lstmkit.maps.quantized import FORMATS
 from lstmkit.maps.sparse import MODES, check_sparsity
 from lstmkit.models import build_task
-from lstmkit.runlock import RunLock
+from lstmkit.runlock import LOCK, RunLock
 from lstmkit.train import dry_run_configs
 from lstmkit.trainer import Trainer
 
@@ -39,29 +39,35 @@ AGP_PRUNINGS = 20  # ... in this many pruning steps
 
 
 @dataclass
-class CompressConfig:
+class CompressConfig(config.Checked):
     """What `lstmkit compress` does to a run, and how it compares the result with the original."""
 
     out: str = option("", "output folder for the compressed checkpoint and the comparison (not inside RUN_DIR)")
     to: str = option("", "convert to a structure first, NAME[:ARG]: lowrank:RANK, grouped:GROUPS, "
                          "circulant:BLOCK, diagonal (recurrent only); empty: keep the weights dense")
-    prune: float = option(0.0, "fraction of LSTM weights to prune by magnitude, in [0, 1); 0: no pruning")
+    prune: float = option(0.0, "fraction of LSTM weights to prune by magnitude; 0: no pruning",
+                          range=Range(0, 1, high_open=True))
     prune_mode: str = option("unstructured", "unstructured, or balanced: every block of --prune-block rows "
                                              "keeps the same number of weights (ESE)", choices=MODES)
-    prune_block: int = option(1, "balanced pruning: rows per block")
+    prune_block: int = option(1, "balanced pruning: rows per block", range=Range(1, MAX_SIZE))
     prune_schedule: str = option("oneshot", "prune at once before fine-tuning, or gradually during it "
                                             "(AGP cubic schedule, needs --finetune-steps)", choices=("oneshot", "agp"))
-    finetune_steps: int = option(0, "optimizer steps of fine-tuning after converting/pruning; 0: none")
-    lr: float = option(3e-3, "fine-tuning peak learning rate (cosine schedule)")
+    finetune_steps: int = option(0, "optimizer steps of fine-tuning after converting/pruning; 0: none",
+                                 range=COUNT)
+    lr: float = option(3e-3, "fine-tuning peak learning rate (cosine schedule)", range=POSITIVE)
     distill: bool = option(False, "fine-tune on the original model's soft targets (knowledge distillation)")
-    temperature: float = option(1.0, "distillation temperature T (the soft loss is scaled by T²)")
+    temperature: float = option(1.0, "distillation temperature T (the soft loss is scaled by T²)",
+                                 range=Range(0, 100, low_open=True))
     alpha: float = option(0.0, "distillation: weight of the cross-entropy on the labels, 1 - alpha on the soft "
-                               "loss (0: match the original's distribution, best in `lstmkit bench --study compress`)")
+                               "loss (0: match the original's distribution, best in `lstmkit bench --study compress`)",
+                          range=FRACTION)
     quantize: str = option("", "quantize the LSTM weights last for inference: int8, bf16 or fixed16 (Q4.12); "
                                "empty: keep float32", choices=("", *FORMATS))
-    eval_batches: int = option(0, "validation batches for the loss comparison; 0: the whole split")
-    repeats: int = option(5, "timed inference runs per model (median reported)")
+    eval_batches: int = option(0, "validation batches for the loss comparison; 0: the whole split", range=COUNT)
+    repeats: int = option(5, "timed inference runs per model (median reported)", range=Range(1, 1000))
     json: bool = option(False, "print the comparison as JSON instead of Markdown")
+    allow_unverified: bool = option(False, "read a version-1 checkpoint, which has no checksum (damage or tampering "
+                                           "goes unseen)")
     dry_run: bool = option(False, "tiny batches, one fine-tuning step, one validation batch: a smoke test")
 
 
@@ -89,13 +95,16 @@ def check(cfg: CompressConfig, run: str) -> Path:
     if out == run_dir or run_dir in out.parents:
         raise ValueError(f"--out {cfg.out} is inside the input run folder {run_dir}; expected a folder elsewhere "
                          "(the input is never modified)")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {cfg.out} is a file; expected a new or empty folder for --out")
     return out
 
 
 def check_empty(out: Path) -> None:
-    """Under --out's lock, so no other writer can fill it after the check."""
-    if (out / LATEST).exists():
-        raise ValueError(f"{out} already holds a checkpoint ({LATEST}); expected a new or empty folder for --out")
+    """Under --out's lock, so no other writer can fill it after the check; the lock's own file aside."""
+    if any(entry.name != LOCK for entry in out.iterdir()):
+        raise ValueError(f"--out {out} is not empty; expected a new or empty folder for --out (nothing in it is "
+                         "overwritten)")
 
 
 def finetune(task, student: torch.nn.Module, teacher: torch.nn.Module, cfg: CompressConfig,
@@ -130,11 +139,10 @@ def main(args: argparse.Namespace) -> int:
 
 def compress(cfg: CompressConfig, run: str, out: Path) -> int:
     source = str(checkpoint_path(run))
-    state, recipe = saved.read(run)
+    state, recipe = saved.read(run, cfg.allow_unverified)
     configs = state["config"]
-    model_cfg = config.from_dict(ModelConfig, configs["model"], f"{source} model config")
-    data_cfg = config.from_dict(DataConfig, configs["data"], f"{source} data config")
-    train_cfg = config.from_dict(TrainConfig, configs.get("train", {}), f"{source} train config")
+    checked = schema.configs(state, source)  # checked in saved.read
+    model_cfg, data_cfg, train_cfg = checked["model"], checked["data"], checked["train"]
     if cfg.dry_run:
         data_cfg, train_cfg = dry_run_configs(data_cfg, train_cfg, 1)
     torch.manual_seed(train_cfg.seed)
@@ -145,6 +153,8 @@ def compress(cfg: CompressConfig, run: str, out: Path) -> int:
     if any(step.get("op") == "quantize" for step in recipe) and (cfg.to or cfg.prune or cfg.finetune_steps):
         raise ValueError(f"{source} is quantized (inference-only): only --quantize applies to it; expected the "
                          "run it was compressed from for --to, --prune or --finetune-steps")
+    if not recipe:  # the stored weights fit the config, checked before the model takes memory
+        schema.fits(lambda: task.build_model(model_cfg), state["trainer"]["model"], source)
     original = saved.load_into(task.build_model(model_cfg), state, recipe, source).eval()
 
     student, steps = copy.deepcopy(original), []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lstmkit import schema
 from lstmkit.checkpoint import checkpoint_path, load_checkpoint, load_weights, save_checkpoint
 from lstmkit.compress.recipe import apply_recipe
 
@@ -67,14 +68,11 @@ def save_compressed(path, model: nn.Module, configs: dict, metadata: dict, recip
     save_checkpoint(path, state)
 
 
-def read(path) -> tuple[dict, list[dict]]:
+def read(path, allow_unverified: bool = False) -> tuple[dict, list[dict]]:
     """The checkpoint's state and its recipe ([] for an uncompressed training checkpoint); clear errors."""
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, allow_unverified)
     source = str(checkpoint_path(path))
-    try:
-        state["config"]["model"], state["config"]["data"], state["trainer"]["model"]
-    except (KeyError, TypeError):
-        raise ValueError(f"{source} lacks the config/trainer sections of an lstmkit training checkpoint") from None
+    schema.check_run(state, source)  # sections, configs and tensors (their shapes against the model: after the recipe)
     return state, recipe_of(state, source)
 
 

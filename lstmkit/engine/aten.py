@@ -78,6 +78,7 @@ def forward(module: nn.Module, input: Tensor | PackedSequence, hx: tuple[Tensor,
         batch_sizes = checks.batch_sizes(sizes)
         if sum(batch_sizes) != x.shape[0]:
             raise ValueError(f"PackedSequence.data has {x.shape[0]} rows but batch_sizes sum to {sum(batch_sizes)}")
+        checks.packed_indices(sorted_indices, unsorted_indices, batch_sizes[0], x.device)
         h0, c0 = module._initial_state(hx, L * D, batch_sizes[0], P, True, x)
         if sorted_indices is not None:
             h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
