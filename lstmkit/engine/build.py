@@ -244,7 +244,11 @@ def extension():
     return status().module
 
 
-@torch.compiler.assume_constant_result
 def available() -> bool:
     """Whether the native engine runs here; under torch.compile a constant of the graph (the build is not traced)."""
     return extension() is not None
+
+
+# what torch.compiler.assume_constant_result(available) sets, without the 1.2 s import of torch._dynamo that calling
+# it at import time costs every `import lstmkit` (tests/test_torch_stack.py fails if dynamo stops honouring it)
+available._dynamo_marked_constant = True
