@@ -9,12 +9,14 @@ import argparse
 import json
 import re
 from dataclasses import replace
+from pathlib import Path
 
 from lstmkit import config
 from lstmkit.checkpoint import atomic_write
 from lstmkit.config import CONFIGS, CompareConfig
 from lstmkit.errors import report_errors
 from lstmkit.run import new_run_path
+from lstmkit.runlock import RunLock
 from lstmkit.train import train
 
 COLUMNS = (("config", "configuration", "{}"), ("params", "parameters", "{:,}"), ("valid_loss", "valid loss", "{:.4f}"),
@@ -81,7 +83,12 @@ def main(args: argparse.Namespace) -> int:
     base = {name: config.from_args(cls, args) for name, cls in CONFIGS.items()}
     plans = [(spec, apply_settings(spec, base)) for spec in cfg.config]  # all parsed before anything trains
     out = new_run_path(cfg.out, prefix="compare")
-    out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out) as lock:  # one comparison per folder; each configuration's run locks its own folder inside
+        lock.remove_stale_temp_files()
+        return _compare(plans, out)
+
+
+def _compare(plans: list, out: Path) -> int:
     rows = []
     for i, (spec, configs) in enumerate(plans):
         print(f"== [{i + 1}/{len(plans)}] {spec}")

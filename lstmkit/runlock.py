@@ -1,14 +1,14 @@
-"""One writer per run folder: an OS lock (flock) on DIR/.lstmkit.lock, held for a writing command's whole life.
+"""One writer per run folder: an OS lock on DIR/.lstmkit.lock, held for a writing command's whole life.
 
-The lock file names its holder (pid, host, command, start time) so a refused command can say who holds the folder.
-The OS releases the lock when the holder exits, even by SIGKILL; a lock file left behind is then free and reused.
+The lock is flock(2) on POSIX and msvcrt's lock on one byte past the holder record on Windows (a path this
+repository's CI does not run). The lock file names its holder (pid, host, command, start time) so a refused command
+can say who holds the folder. The OS releases the lock when the holder exits, even by SIGKILL; a lock file left behind is then free and reused.
 Temporary files in the folder carry their writer's pid (`.NAME.PID.RANDOM.tmp`): the writer removes its own, and
 whoever takes the lock next removes the ones left by writers that are gone (their lock was free).
 """
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -19,8 +19,41 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+try:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        """Take the OS lock on the open file `fd` without waiting; False if another process holds it."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    _REMOVE_WHILE_OPEN = True  # POSIX: unlink, then close (a waiting opener sees the file is gone and retries)
+except ImportError:  # Windows
+    import msvcrt
+
+    _LOCKED_BYTE = 1 << 30  # far past the holder record: a locked byte on Windows cannot be read by others
+
+    def _try_lock(fd: int) -> bool:
+        os.lseek(fd, _LOCKED_BYTE, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    _REMOVE_WHILE_OPEN = False  # Windows cannot remove an open file: the free lock file is left for the next holder
+
 LOCK = ".lstmkit.lock"
 TEMP = re.compile(r"^\..+\.(?P<pid>\d+)\.[^.]+\.tmp$")  # a temporary file of temp_prefix(...), and its writer's pid
+
+
+def _read_all(fd: int) -> bytes:
+    """The holder record in the lock file `fd`, read from its start."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 1 << 16)
 
 
 def temp_prefix(name: str) -> str:
@@ -86,17 +119,19 @@ class RunLock:
         self.created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         while self.fd is None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0),
+                         0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                text = os.pread(fd, 4096, 0).decode(errors="replace")
-                os.close(fd)
-                self.created = False
-                raise FolderBusy(self._busy(Holder.read(text))) from None
+                locked = _try_lock(fd)
+                if not locked:
+                    text = _read_all(fd).decode(errors="replace")
             except BaseException:
                 os.close(fd)
                 raise
+            if not locked:
+                os.close(fd)
+                self.created = False
+                raise FolderBusy(self._busy(Holder.read(text)))
             if self._same_file(fd):
                 self.fd = fd
             else:  # the holder released and removed the file between our open and flock: lock the new one
@@ -104,7 +139,8 @@ class RunLock:
         try:
             data = json.dumps(asdict(Holder.me())).encode() + b"\n"
             os.ftruncate(self.fd, 0)
-            os.pwrite(self.fd, data, 0)
+            os.lseek(self.fd, 0, os.SEEK_SET)
+            os.write(self.fd, data)
         except BaseException:
             self.release()
             raise
@@ -130,9 +166,9 @@ class RunLock:
         retries)."""
         if self.fd is None:
             return
-        if self._same_file(self.fd):
+        if _REMOVE_WHILE_OPEN and self._same_file(self.fd):
             self.path.unlink(missing_ok=True)
-        os.close(self.fd)  # frees the flock
+        os.close(self.fd)  # frees the OS lock
         self.fd = None
         if self.created:
             with contextlib.suppress(OSError):

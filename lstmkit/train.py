@@ -73,7 +73,8 @@ def train(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, 
         if train_cfg.dry_run:
             data_cfg, train_cfg = dry_run_configs(data_cfg, train_cfg, ctx.world_size)
         if not train_cfg.steps and not train_cfg.time_budget:
-            raise ValueError("expected a budget: --steps N or --time-budget SECONDS; given 0 for both")
+            raise ValueError("--steps and --time-budget are both 0; expected a budget: --steps N or --time-budget "
+                             "SECONDS")
         torch.manual_seed(train_cfg.seed)
         task = build_task(data_cfg, train_cfg.seed, saved["metadata"] if saved else None)
         if saved:  # the stored weights have the shapes the config gives, before any memory is taken for them

@@ -10,7 +10,8 @@ from error_table import CommandFailed, call_row, command, trained_run
 # (what is wrong, the call, the exception, a regex the message must match)
 CASES = [
     ("train: no budget", lambda tmp: command("train", "--steps", "0", "--time-budget", "0", "--out", tmp / "run"),
-     CommandFailed, r"lstmkit train: error: expected a budget: --steps N or --time-budget SECONDS; given 0 for both"),
+     CommandFailed, r"lstmkit train: error: --steps and --time-budget are both 0; expected a budget: --steps N or "
+     r"--time-budget SECONDS"),
     ("train: negative learning rate", lambda tmp: command("train", "--dry-run", "--lr", "-1", "--out", tmp / "run"),
      CommandFailed, r"--lr must be a finite number > 0; given -1.0"),
     ("train: --tie-weights with an embedding size other than the LSTM's output",

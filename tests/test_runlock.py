@@ -180,3 +180,27 @@ def test_resume_and_compress_out_on_a_folder_being_written_are_refused_reading_i
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert load_checkpoint(run)["trainer"]["step"] == step + 2
     assert _hidden(run) == []
+
+
+def test_torchrun_whose_rank_0_is_refused_the_lock_ends_with_its_error_and_leaves_the_folder_as_it_was(tmp_path):
+    data, run = small_corpus(tmp_path), tmp_path / "run"
+    with RunLock(run):  # this test process writes the folder
+        start = time.monotonic()
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    "-m", "lstmkit", "train", "--data", str(data), *TINY, "--steps", "3", "--out", str(run)]
+        result = subprocess.run(torchrun, cwd=REPO, capture_output=True, text=True, timeout=240,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert result.returncode != 0  # torchrun reports its failed worker; no rank waits for the one that left
+        assert time.monotonic() - start < 200
+        ours = [line for line in result.stderr.splitlines() if line.startswith("lstmkit train: error:")]
+        assert len(ours) == 1 and f"{run} is in use by process {os.getpid()}" in ours[0], result.stderr[-3000:]
+        assert _hidden(run) == [LOCK] and [p.name for p in run.iterdir()] == [LOCK]  # nothing written
+
+
+def test_compare_out_is_one_writer_too(tmp_path):
+    data, out = small_corpus(tmp_path), tmp_path / "cmp"
+    with RunLock(out):
+        busy = lstmkit_subprocess("compare", "--data", data, *TINY, "--steps", "1", "--config", "hidden=8",
+                                  "--out", out)
+        _refused(busy, "compare", out, os.getpid(), "")
+    assert not out.exists()  # the lock's folder, made for it and empty, is gone with it

@@ -82,9 +82,13 @@ def check(cfg: CompressConfig, run: str) -> Path:
         raise ValueError("expected --out DIR, the folder for the compressed checkpoint")
     check_sparsity(cfg.prune)
     if cfg.to:
-        parse_structure(cfg.to)
+        try:
+            parse_structure(cfg.to)
+        except ValueError as e:
+            raise ValueError(f"--to: {e}") from None
     if not (cfg.to or cfg.prune or cfg.quantize or cfg.finetune_steps):
-        raise ValueError("nothing to do: expected at least one of --to, --prune, --finetune-steps, --quantize")
+        raise ValueError("--to, --prune, --finetune-steps and --quantize are all unset: nothing to do; expected at "
+                         "least one of them")
     if cfg.distill and not cfg.finetune_steps:
         raise ValueError("--distill trains the compressed model on the original's outputs; expected "
                          "--finetune-steps N > 0")
