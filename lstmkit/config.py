@@ -139,6 +139,9 @@ class TrainConfig(Checked):
     eval_interval: int = option(0, "steps between evaluations, each followed by a checkpoint; 0: ten over the budget",
                                 range=COUNT)
     seed: int = option(1337, "random seed for initialization, dropout, task data and sampling", range=SEED)
+    precision: str = option("fp32", "arithmetic of the training step: fp32, or bf16 (torch.autocast: bfloat16 "
+                                    "products, float32 master weights, gradients, optimizer state and evaluation)",
+                            choices=("fp32", "bf16"))
     device: str = option("auto", "where to train; auto: cuda when available", choices=("auto", "cpu", "cuda"))
     out: str = option("", "run folder; empty: runs/<timestamp>")
     resume: str = option("", "continue the run in this folder from its latest checkpoint, with its settings; "

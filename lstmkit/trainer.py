@@ -89,8 +89,9 @@ class Trainer:
         x, y = x.to(self.ctx.device), y.to(self.ctx.device)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr()
-        output, state = self.module(x, self.carry if carry else None)
-        loss = self.task.loss(output, y)
+        with self.autocast():
+            output, state = self.module(x, self.carry if carry else None)
+            loss = self.task.loss(output, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.clip:
@@ -99,6 +100,10 @@ class Trainer:
         # Truncated BPTT: the next chunk starts from this state, but its gradient stops here, so a step costs O(bptt).
         self.carry = map_state(torch.Tensor.detach, state)
         return loss.item(), x.shape[0] * x.shape[1]
+
+    def autocast(self) -> torch.autocast:
+        """The training step's arithmetic (--precision): bf16 products under autocast, the weights staying float32."""
+        return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
 
     def evaluate(self) -> dict:
         self.model.eval()
