@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from lstmkit.bench import quality, report
@@ -23,14 +19,7 @@ SAME_STEPS_TOLERANCE = 0.005  # bf16's validation loss at fp32's step count: at 
 
 def _train(data: str, flags: list[str], out: Path) -> dict:
     args = ["train", "--data", data, *flags, "--seed", "1337", "--sample-length", "0", "--out", str(out)]
-    print(f"precision: lstmkit {shlex.join(args)}", file=sys.stderr, flush=True)
-    if out.exists():  # the study's own run folder from an earlier run: a rerun replaces it
-        shutil.rmtree(out)
-    start = time.perf_counter()
-    code = subprocess.run([sys.executable, "-m", "lstmkit", *args], stdout=subprocess.DEVNULL).returncode
-    if code != 0:
-        raise SystemExit(f"precision: `lstmkit {shlex.join(args)}` failed with exit code {code} (its error is above)")
-    wall = time.perf_counter() - start
+    wall = quality.run_training(args, out, SECTION)
     curve = quality.read_metrics(out)
     last = curve[-1]
     shown = [*args[:-1], os.path.relpath(out)]

@@ -53,6 +53,20 @@ def train_command(data: str, recipe: Recipe, out: Path, quick: bool) -> list[str
     return ["train", "--data", data, *flags, "--seed", "1337", "--sample-length", "0", "--out", str(out)]
 
 
+def run_training(args: list[str], out: Path, study: str) -> float:
+    """`python -m lstmkit ARGS` (a train command writing the run folder `out`, which a rerun replaces) in its own
+    process; returns its wall time in seconds."""
+    print(f"{study}: lstmkit {shlex.join(args)}", file=sys.stderr, flush=True)
+    if out.exists():  # the study's own run folder from an earlier run
+        shutil.rmtree(out)
+    start = time.perf_counter()
+    code = subprocess.run([sys.executable, "-m", "lstmkit", *args], stdout=subprocess.DEVNULL).returncode
+    if code != 0:
+        raise SystemExit(f"{study}: `lstmkit {shlex.join(args)}` failed with exit code {code} (its error is "
+                         "above); expected it to train and write its run folder")
+    return time.perf_counter() - start
+
+
 def read_metrics(run: Path) -> list[dict[str, float]]:
     with open(run / "metrics.csv", newline="") as f:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
@@ -73,15 +87,7 @@ def run(cfg) -> dict:
     for recipe in (r for r in RECIPES if r.budget in budgets):
         out = root / f"{recipe.budget:g}s"
         args = train_command(cfg.data, recipe, out, cfg.quick)
-        print(f"quality: lstmkit {shlex.join(args)}", file=sys.stderr, flush=True)
-        if out.exists():  # the study's own run folder from an earlier run: a rerun replaces it
-            shutil.rmtree(out)
-        start = time.perf_counter()
-        code = subprocess.run([sys.executable, "-m", "lstmkit", *args], stdout=subprocess.DEVNULL).returncode
-        if code != 0:
-            raise SystemExit(f"quality: `lstmkit {shlex.join(args)}` failed with exit code {code} (its error is "
-                             "above); expected it to train and write its run folder")
-        wall = time.perf_counter() - start
+        wall = run_training(args, out, SECTION)
         curve = read_metrics(out)
         best = min(curve, key=lambda m: m["valid_loss"])
         last = curve[-1]
