@@ -145,7 +145,7 @@ def _train_flags(draw) -> list[str]:
     return [f"{flag}={value}" for flag, value in values.items()]
 
 
-@settings(max_examples=max(8, settings.default.max_examples // 15), deadline=None,
+@settings(max_examples=max(8, settings.default.max_examples // 60), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(flags=_train_flags())
 def test_a_dry_run_with_drawn_flag_values_ends_with_an_exit_code_not_a_traceback(tmp_path_factory, flags):
