@@ -3,7 +3,8 @@
 `lstmkit forecast` trains on a monthly series that ships with statsmodels (no download) and prints the backtest
 table; `--data FILE.csv --column NAME [--time-column NAME]` reads a CSV (several --column: one global model;
 --id-column: a long-format file). The run folder holds latest.safetensors (the ensemble, its series and
-scales), config.json, metrics.json, backtest.csv, training.csv and forecast.png. `lstmkit forecast RUN
+scales), config.json, metrics.json (the backtest), backtest.csv (every forecast), forecast.png, metrics.csv and
+curve.png (training and validation loss per epoch). `lstmkit forecast RUN
 --predict` forecasts past the end of the data with the saved model.
 """
 from __future__ import annotations
@@ -110,16 +111,6 @@ def backtest(cfg: ForecastConfig, series: list[Series], shape: Shape, log) -> tu
     return method, results
 
 
-def training_csv(method: LSTMMethod) -> str:
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["member", "epoch", "train_loss", "valid_loss"])
-    for k, fitted in enumerate(method.fits):
-        writer.writerows([k, row["epoch"], f"{row['train_loss']:.6g}", f"{row['valid_loss']:.6g}"]
-                         for row in fitted.history)
-    return text.getvalue()
-
-
 def forecast(cfg: ForecastConfig) -> dict:
     """Train and backtest as `cfg` says, write the run folder; returns the --json summary."""
     if cfg.dry_run:
@@ -140,11 +131,13 @@ def forecast(cfg: ForecastConfig) -> dict:
             f"season {shape.period}, horizon {shape.horizon}, {cfg.origins} backtest origins")
         method, results = backtest(cfg, series, shape, log)
         run.write_json("config.json", {"forecast": asdict(cfg)})
-        run.save(saved.state(method, series), [])
+        curves = [[{"member": k + 1, "step": row["epoch"], "train_loss": row["train_loss"],
+                    "valid_loss": row["valid_loss"]} for row in f.history] for k, f in enumerate(method.fits)]
+        run.save(saved.state(method, series), curves[0])  # the checkpoint; curve.png: the first member's
+        run.write_metrics([row for curve in curves for row in curve])  # metrics.csv: every member's epochs
         summary = report.summary(results, series, shape.horizon, cfg.origins, cfg.interval, str(out))
         run.write_json("metrics.json", summary)
         run.write_text("backtest.csv", report.backtest_csv(results, series, shape.horizon))
-        run.write_text("training.csv", training_csv(method))
         atomic_write(out / "forecast.png", report.plot(results, series, shape.horizon, cfg.origins, cfg.interval))
     finally:
         run.close()
@@ -152,7 +145,7 @@ def forecast(cfg: ForecastConfig) -> dict:
         print(json.dumps(summary, indent=1))
     else:
         print(report.table(results, cfg.interval))
-        print(f"wrote {out}/: latest.safetensors, metrics.json, backtest.csv, training.csv, forecast.png")
+        print(f"wrote {out}/: latest.safetensors, metrics.json, backtest.csv, forecast.png, metrics.csv (training)")
     return summary
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# a typical step (days) -> pandas period alias, tried in order: the smallest step between timestamps picks one
+# a step (days) -> pandas period alias, tried in order: the median gap between timestamps picks the first it fits
 STEPS = ((1 / 24, "h"), (1, "D"), (7, "W"), (31, "M"), (92, "Q"), (366, "Y"))
 MAX_MISSING = 0.2  # a series with a larger fraction of missing values is refused, not invented
 
@@ -21,14 +21,14 @@ def regular_axis(times, lines: np.ndarray, where: str):
         i = int(np.argmin(gaps))
         raise ValueError(f"{where}: lines {lines[i]} and {lines[i + 1]} have the same time {times[i]}; expected one "
                          "value per time step")
-    smallest = gaps.min() if len(gaps) else 1.0
-    freq = next((alias for days, alias in STEPS if smallest <= days * 1.001), "Y")
+    typical = float(np.median(gaps)) if len(gaps) else 1.0
+    freq = next((alias for days, alias in STEPS if typical <= days * 1.001), "Y")
     periods = times.to_period(freq)
     positions = np.asarray([(p - periods[0]).n for p in periods])
     if len(positions) > 1 and np.diff(positions).min() == 0:
         i = int(np.argmin(np.diff(positions)))
         raise ValueError(f"{where}: lines {lines[i]} and {lines[i + 1]} fall in the same step ({periods[i]}) of "
-                         f"the series' frequency ({freq}, from its smallest gap of {smallest:g} days); expected "
+                         f"the series' frequency ({freq}, from its median gap of {typical:g} days); expected "
                          "regular timestamps, one per step")
     return order, positions, freq, str(periods[0])
 
