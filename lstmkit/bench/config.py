@@ -22,8 +22,9 @@ class BenchConfig(config.Checked):
     study: str = option("engine", "what to run: the main table of lstmkit.LSTM against torch.nn.LSTM (engine), "
                                   "the study of separate, fused and hoisted gate products (fusion), "
                                   "structured weights against a dense nn.LSTM (structures), pruning, quantization "
-                                  "and distillation (compress), or the validation loss `lstmkit train` reaches "
-                                  "within a time budget (quality)",
+                                  "and distillation (compress), the validation loss `lstmkit train` reaches "
+                                  "within a time budget (quality), or `lstmkit forecast` against the classical "
+                                  "baselines on three shipped series (forecast)",
                         choices=studies)
     shapes: str = option("S,M,L,XL", "engine study: comma-separated subset of the shapes S, M, L, XL")
     hidden: str = option("128,256,512,1024", "fusion study: comma-separated hidden sizes H (with I = H)")
