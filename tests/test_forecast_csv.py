@@ -113,3 +113,17 @@ def test_bad_csv_exits_2_with_one_line_and_no_traceback(tmp_path, capsys):
     assert "Traceback" not in err and err.strip().endswith("line 2, column 'y': 'x' is not a number; expected a "
                                                            "number or an empty cell (a missing value)")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("dates, freq, start, period, position", [
+    (["2000-01-05", "2000-01-12", "2000-01-19"], "W", "2000-01-03/2000-01-09", 52, 0),
+    (["2000-01-05 03:00", "2000-01-05 04:00", "2000-01-05 05:00"], "h", "2000-01-05 03:00", 24, 3),
+    (["2000-01-05", "2000-01-06", "2000-01-07"], "D", "2000-01-05", 7, 2),  # a Wednesday
+    (["2000-04-01", "2000-07-01", "2000-10-01"], "Q", "2000Q2", 4, 1),
+    (["1990", "1991", "1992"], "Y", "1990", 1, 0),
+])
+def test_frequency_season_and_calendar_from_the_timestamps(tmp_path, dates, freq, start, period, position):
+    (tmp_path / "d.csv").write_text("t,y\n" + "".join(f"{d},{i}\n" for i, d in enumerate(dates)))
+    (s,) = load_csv(str(tmp_path / "d.csv"), ("y",), "t")
+    assert (s.freq, s.start, s.period, s.values.tolist()) == (freq, start, period, [0, 1, 2])
+    assert s.season_position(np.arange(1))[0] == position

@@ -24,6 +24,14 @@ class Shape:
     period: int  # m, shared by all the series of one model
     interval: float  # nominal coverage of [lower, upper]
 
+    def __post_init__(self):
+        for name in ("window", "horizon", "period"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10 ** 5:
+                raise ValueError(f"{name} is {value!r}; expected an integer in [1, 100000]")
+        if not isinstance(self.interval, float) or not 0 < self.interval < 1:
+            raise ValueError(f"interval is {self.interval!r}; expected a number in (0, 1)")
+
     @property
     def features(self) -> int:
         return num_features(self.period)
