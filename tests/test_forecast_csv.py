@@ -64,6 +64,10 @@ MONTHS = "date,y\n" + "".join(f"{2000 + i // 12}-{i % 12 + 1:02d}-01,{i % 12}\n"
 
 # (what is wrong, the call, the exception, a regex the message must match)
 BAD_CSV = [
+    ("forecast CSV: no such file", lambda folder: load_csv(str(folder / "none.csv"), ("y",)), FileNotFoundError,
+     r"none.csv does not exist; expected a CSV file"),
+    ("forecast CSV: a folder", lambda folder: load_csv(str(folder), ("y",)), ValueError,
+     r"is not a file; expected a CSV file"),
     ("forecast CSV: empty file", _csv("", ("y",)), ValueError, r"d.csv is empty; expected a CSV file with a header"),
     ("forecast CSV: a header and no rows", _csv("date,y\n", ("y",)), ValueError, r"has a header line but no rows"),
     ("forecast CSV: missing column", _csv("date,y\n2000-01-01,1\n", ("sales",)), ValueError,

@@ -133,3 +133,20 @@ def test_default_command_meets_the_issue_targets(tmp_path):
     assert m["lstm"]["mase"] < min(1.0, m["seasonal_naive"]["mase"])
     assert m["lstm"]["mase"] <= 1.1 * best
     assert 0.7 <= m["lstm"]["coverage"] <= 0.9
+
+
+def test_the_command_trains_on_nothing_after_the_first_origin(tmp_path):
+    """Two files equal up to the first backtest origin: the LSTM's forecasts from that origin are the same."""
+    a = write_csv(tmp_path / "a.csv", 110)
+    lines = (tmp_path / "a.csv").read_text().splitlines()
+    first = 110 - 2 * 12  # --origins 2, horizon 12
+    changed = lines[:1 + first] + [f"{line.split(',')[0]},{float(line.split(',')[1]) * 3 + 7:.4f}"
+                                   for line in lines[1 + first:]]
+    (tmp_path / "b.csv").write_text("\n".join(changed) + "\n")
+    points = []
+    for name in ("a", "b"):
+        forecast_json("--data", tmp_path / f"{name}.csv", "--time-column", "date", "--out", tmp_path / name, *FAST,
+                      "--origins", "2")
+        rows = csv.DictReader(open(tmp_path / name / "backtest.csv"))
+        points.append([r["point"] for r in rows if r["method"] == "lstm" and int(r["origin"]) == first])
+    assert len(points[0]) == 12 and points[0] == points[1]

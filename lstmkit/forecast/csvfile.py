@@ -21,8 +21,10 @@ def read_table(path: str):
     import pandas as pd
 
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise FileNotFoundError(f"--data {path} does not exist; expected a CSV file with a header line")
+    if not file.is_file():
+        raise ValueError(f"--data {path} is not a file; expected a CSV file with a header line")
     if file.stat().st_size == 0 or not file.read_text(errors="replace").strip():
         raise ValueError(f"--data {path} is empty; expected a CSV file with a header line and one row per time step")
     try:
