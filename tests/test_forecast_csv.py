@@ -95,6 +95,9 @@ BAD_CSV = [
     ("forecast: --column without --data", lambda folder: command("forecast", "--column", "y", "--dry-run",
                                                                    "--out", folder / "r"), CommandFailed,
      r"--column needs --data FILE.csv"),
+    ("forecast: an ensemble too large to allocate", lambda: command("forecast", "--hidden", "60000", "--ensemble",
+                                                                     "100"), CommandFailed,
+     r"--ensemble 100 models of --hidden-size 60000, .* LSTM weights; expected at most 2,147,483,648"),
     ("forecast: --predict without RUN", lambda: command("forecast", "--predict"), CommandFailed,
      r"--predict needs RUN"),
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lstmkit.config import MAX_SIZE, POSITIVE, SEED, Checked, Range, option, structures
+from lstmkit.config import MAX_LSTM_WEIGHTS, MAX_SIZE, POSITIVE, SEED, Checked, Range, option, structures
 
 
 def shipped() -> tuple[str, ...]:
@@ -56,3 +56,12 @@ class ForecastConfig(Checked):
     baselines: bool = option(True, "backtest the classical baselines too (seasonal naive, ETS, ARIMA)")
     dry_run: bool = option(False, "a tiny model, a few epochs, one ensemble member: the pipeline in seconds")
 
+    def __post_init__(self):
+        super().__post_init__()
+        from lstmkit.forecast.model import EMBED
+        output = self.proj_size or self.hidden_size  # P or H
+        count = self.ensemble * self.num_layers * 4 * self.hidden_size * (max(EMBED, output) + output)
+        if count > MAX_LSTM_WEIGHTS:
+            raise ValueError(f"--ensemble {self.ensemble} models of --hidden-size {self.hidden_size}, --num-layers "
+                             f"{self.num_layers}, --proj-size {self.proj_size} make about {count:,} LSTM weights; "
+                             f"expected at most {MAX_LSTM_WEIGHTS:,} (8 GiB of float32)")

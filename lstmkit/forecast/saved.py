@@ -44,9 +44,9 @@ def load(run: str) -> tuple[LSTMMethod, list[Series]]:
         raise ValueError(f"{source}: metadata/shape or scales is damaged ({e}); expected the sizes and scales "
                          "`lstmkit forecast` saves") from None
     series = [Series.from_dict(d, source) for d in schema.section(saved, "metadata/series", list, source)]
-    method = LSTMMethod(cfg, shape)
     stored = schema.weights(saved, source)
-    schema.fits(lambda: nn.ModuleList(LSTMMethod(cfg, shape).members), stored, source)
+    schema.fits(lambda: nn.ModuleList(LSTMMethod(cfg, shape).members), stored, source)  # on meta: no memory yet
+    method = LSTMMethod(cfg, shape)
     load_weights(nn.ModuleList(method.members), stored, source)
     method.scales = scales
     missing = [s.name for s in series if s.name not in scales]
