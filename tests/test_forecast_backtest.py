@@ -51,18 +51,19 @@ class Recorder(Method):
 
 
 def test_run_method_shows_each_origin_only_its_past_and_scores_by_hand():
-    y = np.array([0.0, 2, 1, 3, 2, 4, 3, 5, 4, 6])
+    y = np.array([0.0, 2, 1, 3, 2, 7, 3, 5, 4, 6])
     s = Series("s", y, period=2)
     method = Recorder()
     result = run_method(method, [s], h=2, K=3)
     assert [len(v) for v in method.seen] == [4, 6, 8]
     assert all(np.array_equal(v, y[:len(v)]) for v in method.seen)
     assert [o for _, o, _ in result.forecasts] == [4, 6, 8]
-    # forecasts 4, 4 | 5, 5 | 6, 6 against 2, 4 | 3, 5 | 4, 6: errors 2 0 2 0 2 0
-    assert result.metrics["mae"] == pytest.approx(1.0)
-    scales = [np.mean(np.abs(y[2:n] - y[:n - 2])) for n in (4, 6, 8)]  # in-sample seasonal naive, per origin
-    assert result.metrics["mase"] == pytest.approx(np.mean([2 / scales[0], 0, 2 / scales[1], 0, 2 / scales[2], 0]))
-    assert result.metrics["coverage"] == pytest.approx(0.5)
+    # forecasts 4, 4 | 8, 8 | 6, 6 against 2, 7 | 3, 5 | 4, 6: errors 2 3 | 5 3 | 2 0
+    assert result.metrics["mae"] == pytest.approx(15 / 6)
+    # each origin's scale is the in-sample seasonal naive MAE of its own history: 1, 7/4, 10/6 (the whole series'
+    # would be 12/8)
+    assert result.metrics["mase"] == pytest.approx(np.mean([2 / 1, 3 / 1, 5 / (7 / 4), 3 / (7 / 4), 2 / (10 / 6), 0]))
+    assert result.metrics["coverage"] == pytest.approx(1 / 6)  # the interval is the point +- 1
 
 
 class Broken(Method):
