@@ -48,7 +48,8 @@ def load_series(cfg: ForecastConfig) -> list[Series]:
         for flag, value in (("--column", cfg.column), ("--time-column", cfg.time_column),
                             ("--id-column", cfg.id_column)):
             if value:
-                raise ValueError(f"{flag} needs --data FILE.csv; given {flag} {value!r} without it")
+                shown = " ".join(f"{flag} {v}" for v in value) if isinstance(value, tuple) else f"{flag} {value}"
+                raise ValueError(f"{flag} needs --data FILE.csv; given {shown} without it")
         series = [load_shipped(cfg.series)]
         return [replace(series[0], period=cfg.period)] if cfg.period else series
     return load_csv(cfg.data, cfg.column, cfg.time_column, cfg.id_column, cfg.period)
