@@ -72,8 +72,9 @@ def shape_for(cfg: ForecastConfig, series: list[Series]) -> Shape:
         if len(s) < need:
             where = f"--data {cfg.data}, column {s.name!r}" if cfg.data else f"series {s.name!r}"
             raise ValueError(f"{where} has {len(s)} values, too short for --horizon {h}: expected at least {need} "
-                             f"({cfg.origins} backtest origins x {h}, a window of {L} + {m}, validation {h + max(m, 4)}, "
-                             f"one training window of {h}); try a smaller --horizon, --window or --origins")
+                             f"({cfg.origins} backtest origins x {h}, a window of {L} + {m}, validation "
+                             f"{h + max(m, 4)}, one training window of {h}); try a smaller --horizon, --window or "
+                             "--origins")
     return shape
 
 
@@ -128,8 +129,9 @@ def forecast(cfg: ForecastConfig) -> dict:
     torch.manual_seed(cfg.seed)
     run = RunFolder(out)
     try:
-        log(f"run folder {out}\ndata: {', '.join(f'{s.name} ({len(s)} steps of {s.freq or 1}, from {s.start or 0})' for s in series)}; "
-            f"season {shape.period}, horizon {shape.horizon}, {cfg.origins} backtest origins")
+        described = ", ".join(f"{s.name} ({len(s)} steps of {s.freq or 1}, from {s.start or 0})" for s in series)
+        log(f"run folder {out}\ndata: {described}; season {shape.period}, horizon {shape.horizon}, "
+            f"{cfg.origins} backtest origins")
         method, results = backtest(cfg, series, shape, log)
         run.write_json("config.json", {"forecast": asdict(cfg)})
         curves = [[{"member": k + 1, "step": row["epoch"], "train_loss": row["train_loss"],

@@ -50,7 +50,7 @@ class ForecastConfig(Checked):
     seed: int = option(0, "random seed (initialization and batch order)", range=SEED)
     threads: int = option(1, "torch threads while training (a small LSTM runs fastest on one); 0: torch's default",
                           range=Range(0, 4096))
-    out: str = option("", "run folder; empty: runs/forecast-<timestamp>")
+    out: str = option("", "run folder; empty: runs/forecast/<timestamp>")
     predict: bool = option(False, "with RUN: forecast --horizon steps past the end of the data with the saved model")
     json: bool = option(False, "print one JSON object (methods -> mae, smape, mase, coverage) instead of the table")
     baselines: bool = option(True, "backtest the classical baselines too (seasonal naive, ETS, ARIMA)")
