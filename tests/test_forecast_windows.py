@@ -123,3 +123,23 @@ def test_every_structure_trains_and_forecasts(structure):
     assert pred.shape == (1, 12, 3) and np.isfinite(pred).all()
     dense = LSTMMethod(tiny_config(ensemble=1), shape).members[0].state_dict()
     assert set(method.members[0].state_dict()) != set(dense)  # the structure's own parameters, not dense ones
+
+
+def test_calibration_widens_the_interval_to_cover_the_validation_windows():
+    """Conformalized quantile regression: widen is the (1 + 1/n) * 80 % quantile of max(lower - y, y - upper) on
+    the validation windows, and the widened interval covers at least 80 % of them."""
+    s = seasonal(110)
+    shape = Shape(window=24, horizon=12, period=12, interval=0.8)
+    method = LSTMMethod(tiny_config(calibrate=False), shape).train([s.head(110)])
+    assert method.widen == 0.0
+    valid = batch([(s, o, method.scales["s"]) for o in split(s, shape)[1]], 24, 12)
+    raw = method.average(valid.x)  # (B, h, Q)
+    scores = np.maximum(raw[..., 0] - valid.y, valid.y - raw[..., 2]).numpy().ravel()
+    method.widen = method.calibrate(valid)
+    assert method.widen == pytest.approx(np.quantile(scores, 0.8 * (1 + 1 / scores.size)), rel=1e-5)
+    wide = method.average(valid.x)
+    covered = ((wide[..., 0] <= valid.y) & (valid.y <= wide[..., 2])).double().mean()
+    assert covered >= 0.8
+    assert torch.allclose(wide[..., 1], raw[..., 1])  # the median is unchanged
+    calibrated = LSTMMethod(tiny_config(), shape).train([s.head(110)])
+    assert calibrated.widen == pytest.approx(method.widen)

@@ -39,6 +39,8 @@ class ForecastConfig(Checked):
     proj_size: int = option(0, "LSTM projection size P; 0: none", aliases=("proj",), range=Range(0, MAX_SIZE))
     dropout: float = option(0.0, "dropout between LSTM layers", range=Range(0, 1, high_open=True))
     structure: str = option("dense", "how the LSTM's weight matrices are stored", choices=structures)
+    calibrate: bool = option(True, "widen or narrow the interval to cover --interval of the validation windows "
+                                   "(conformalized quantile regression)")
     ensemble: int = option(5, "models trained from different seeds; their quantiles are averaged",
                            range=Range(1, 100))
     epochs: int = option(300, "most passes over the training windows", range=Range(1, 10 ** 6))

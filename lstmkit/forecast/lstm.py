@@ -12,7 +12,7 @@ from lstmkit.forecast.method import Forecast, Method
 from lstmkit.forecast.model import Forecaster
 from lstmkit.forecast.quantile import levels
 from lstmkit.forecast.series import Series
-from lstmkit.forecast.windows import batch, num_features, origins, seasonal_scale
+from lstmkit.forecast.windows import Batch, batch, num_features, origins, seasonal_scale
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class LSTMMethod(Method):
         self.q = torch.tensor(levels(shape.interval))
         self.members = [self.build() for _ in range(1 if cfg.dry_run else cfg.ensemble)]
         self.scales: dict[str, float] = {}  # per series name: the scale of its training history
+        self.widen = 0.0  # scaled units the interval is widened by on each side (negative: narrowed), see calibrate
         self.fits: list[Fitted] = []
 
     def build(self) -> Forecaster:
@@ -80,15 +81,32 @@ class LSTMMethod(Method):
             self.members[k] = self.build()
             self.fits.append(fit(self.members[k], train_batch, valid_batch, self.q, self.cfg, seed,
                                  (lambda e, v, k=k: tick(k, e, v)) if tick else None))
+        if self.cfg.calibrate:
+            self.widen = self.calibrate(valid_batch)
         return self
+
+    def average(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, h, Q) scaled quantiles: the members' mean, the interval widened by `widen` (never past the median)."""
+        with torch.no_grad():
+            pred = torch.stack([m.eval()(x) for m in self.members]).mean(0)  # (B, h, Q)
+        lower = torch.minimum(pred[..., 0] - self.widen, pred[..., 1])
+        upper = torch.maximum(pred[..., 2] + self.widen, pred[..., 1])
+        return torch.stack([lower, pred[..., 1], upper], dim=-1)
+
+    def calibrate(self, valid: Batch) -> float:
+        """Conformalized quantile regression (Romano, Patterson and Candes, 2019): the widening on each side that makes
+        the interval cover `interval` of the validation targets, the (1 + 1/n) * interval quantile of the scores
+        max(lower - y, y - upper)."""
+        pred = self.average(valid.x)  # (B, h, Q), with widen still 0
+        scores = torch.maximum(pred[..., 0] - valid.y, valid.y - pred[..., 2]).flatten().double()  # (B*h,)
+        level = min(1.0, self.shape.interval * (1 + 1 / scores.numel()))
+        return float(torch.quantile(scores, level))
 
     def predict(self, pieces: list[tuple[Series, int]]) -> np.ndarray:
         """(B, h, Q) quantiles in the series' units, the members' average, for windows (series, origin)."""
         data = batch([(s, o, self.scales[s.name]) for s, o in pieces], self.shape.window, self.shape.horizon,
                      targets=False)
-        with torch.no_grad():
-            pred = torch.stack([m.eval()(data.x) for m in self.members]).mean(0)  # (B, h, Q)
-        return data.unscale(pred).double().numpy()
+        return data.unscale(self.average(data.x)).double().numpy()
 
     def forecast(self, history: Series, h: int) -> Forecast:
         if h != self.shape.horizon:

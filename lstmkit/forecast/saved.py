@@ -3,6 +3,7 @@ every ensemble member's weights, in one lstmkit safetensors checkpoint (lstmkit.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 from torch import nn
@@ -20,6 +21,7 @@ def state(method: LSTMMethod, series: list[Series]) -> dict:
     """What a run folder's checkpoint holds."""
     return {"config": {"forecast": dataclasses.asdict(method.cfg)},
             "metadata": {"kind": KIND, "shape": dataclasses.asdict(method.shape), "scales": method.scales,
+                         "widen": method.widen,
                          "series": [s.to_dict() for s in series],
                          "best_epochs": [f.best_epoch for f in method.fits]},
             "trainer": {"model": nn.ModuleList(method.members).state_dict()}}
@@ -40,6 +42,7 @@ def load(run: str) -> tuple[LSTMMethod, list[Series]]:
     try:
         shape = Shape(**schema.section(saved, "metadata/shape", dict, source))
         scales = {str(k): float(v) for k, v in schema.section(saved, "metadata/scales", dict, source).items()}
+        widen = float(schema.section(saved, "metadata/widen", float, source))
     except (TypeError, ValueError) as e:
         raise ValueError(f"{source}: metadata/shape or scales is damaged ({e}); expected the sizes and scales "
                          "`lstmkit forecast` saves") from None
@@ -48,7 +51,9 @@ def load(run: str) -> tuple[LSTMMethod, list[Series]]:
     schema.fits(lambda: nn.ModuleList(LSTMMethod(cfg, shape).members), stored, source)  # on meta: no memory yet
     method = LSTMMethod(cfg, shape)
     load_weights(nn.ModuleList(method.members), stored, source)
-    method.scales = scales
+    method.scales, method.widen = scales, widen
+    if not all(math.isfinite(v) for v in (widen, *scales.values())):
+        raise ValueError(f"{source}: metadata/widen or scales is not finite; expected finite numbers")
     missing = [s.name for s in series if s.name not in scales]
     if missing:
         raise ValueError(f"{source}: no scale saved for series {missing}; expected one per saved series")
