@@ -70,7 +70,7 @@ def markdown(results: dict, image: str | None = None) -> str:
              report.provenance(results["env"]),
              "A rolling-origin backtest per series: the last origins x horizon values are forecast a horizon at a "
              "time. The LSTM (an ensemble of 5, trained once on the values before the first origin, early stopping "
-             "on the last ones) forecasts each origin from the values before it; the baselines (statsmodels) are "
+             "on the last ones, its interval calibrated on them) forecasts each origin from the values before it; the baselines (statsmodels) are "
              "refitted at every origin. MASE divides by the in-sample seasonal naive's error before each origin "
              "(below 1: better than that); coverage is the share of actual values inside the nominal 80 % interval. "
              "Best MASE per series in bold; seconds are each method's fitting and forecasting (the LSTM's training "
