@@ -43,8 +43,8 @@ def test_run_folder_json_and_predict_after_reload(tmp_path):
     assert len(rows) == 4 * 12
     for origin in {int(r["origin"]) for r in rows}:
         pred = method.predict([(series, origin)])[0]  # (h, Q)
-        recorded = [float(r["point"]) for r in rows if int(r["origin"]) == origin]
-        assert np.allclose(pred[:, 1], recorded, rtol=1e-5)
+        recorded = [[float(r[c]) for c in ("lower", "point", "upper")] for r in rows if int(r["origin"]) == origin]
+        assert np.allclose(pred, recorded, rtol=1e-5)  # the calibrated interval too
     # the recorded points are scored against the CSV's values: the MAE of the table
     assert lstm["mae"] == pytest.approx(np.mean([abs(float(r["actual"]) - float(r["point"])) for r in rows]),
                                         rel=1e-4)
