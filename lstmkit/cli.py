@@ -13,6 +13,7 @@ COMMANDS = {
     "compress": "lstmkit.compress.command",
     "bench": "lstmkit.bench",
     "info": "lstmkit.info",
+    "forecast": "lstmkit.forecast.command",
 }
 
 

@@ -20,6 +20,7 @@ import test_cli_errors  # noqa: E402
 import test_compress_cli  # noqa: E402
 import test_data  # noqa: E402
 import test_errors  # noqa: E402
+import test_forecast_csv  # noqa: E402
 import test_hostile  # noqa: E402
 import test_sample_compare  # noqa: E402
 import test_structures  # noqa: E402
@@ -69,6 +70,7 @@ def areas() -> dict[str, list[tuple]]:
         "Data and command line": test_data.BAD_DATA + test_cli_errors.CASES + compare_rows(),
         "Checkpoints": test_checkpoint.BAD_CHECKPOINTS,
         "Compress": compress_rows(),
+        "Forecast: `lstmkit forecast` CSV input and flags": test_forecast_csv.BAD_CSV,
         "Hostile input: crafted checkpoints (valid checksums), flag values, PackedSequence fields":
             test_hostile.HOSTILE,
     }

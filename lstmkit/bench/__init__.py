@@ -22,7 +22,8 @@ from lstmkit.errors import report_errors
 # and optionally document(results, links) -> str for docs/<study>.md
 STUDIES = {"engine": "lstmkit.bench.dense", "fusion": "lstmkit.bench.fusion",
            "structures": "lstmkit.bench.structures", "compress": "lstmkit.bench.compress",
-           "quality": "lstmkit.bench.quality", "precision": "lstmkit.bench.precision"}
+           "quality": "lstmkit.bench.quality", "precision": "lstmkit.bench.precision",
+           "forecast": "lstmkit.bench.forecast"}
 
 
 def run_study(cfg: BenchConfig) -> dict:

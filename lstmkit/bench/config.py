@@ -23,8 +23,9 @@ class BenchConfig(config.Checked):
                                   "the study of separate, fused and hoisted gate products (fusion), "
                                   "structured weights against a dense nn.LSTM (structures), pruning, quantization "
                                   "and distillation (compress), the validation loss `lstmkit train` reaches "
-                                  "within a time budget (quality), or that of --precision bf16 against fp32 "
-                                  "(precision)",
+                                  "within a time budget (quality), that of --precision bf16 against fp32 "
+                                  "(precision), or `lstmkit forecast` against the classical baselines on three "
+                                  "shipped series (forecast)",
                         choices=studies)
     shapes: str = option("S,M,L,XL", "engine study: comma-separated subset of the shapes S, M, L, XL")
     hidden: str = option("128,256,512,1024", "fusion study: comma-separated hidden sizes H (with I = H)")

@@ -1,0 +1,1 @@
+"""Time-series forecasting: `lstmkit forecast`, an LSTM backtested against the classical baselines."""
