@@ -115,8 +115,9 @@ class Trainer:
         if not math.isfinite(metrics["valid_loss"]):
             raise Diverged(f"validation loss became {metrics['valid_loss']} at step {self.step}")
         self.loss_sum, self.loss_steps = 0.0, 0
-        while self.next_eval_at <= self.elapsed:
-            self.next_eval_at += self.cfg.time_budget / EVALUATIONS_PER_BUDGET
+        if not self.cfg.steps and not self.cfg.eval_interval:  # evaluations by the clock: the next one after now
+            interval = self.cfg.time_budget / EVALUATIONS_PER_BUDGET
+            self.next_eval_at = (math.floor(self.elapsed / interval) + 1) * interval
         self.history.append(row)
         return row
 

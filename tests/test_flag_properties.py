@@ -1,6 +1,6 @@
 """Any value of any flag of any command: the command either accepts it (and then it lies in the flag's declared range
 and choices) or exits 2 with one error line that names the flag; never a traceback. Drawn by Hypothesis over every
-value-taking flag of train, sample, compare, compress and bench. `make test` runs the `ci` profile;
+value-taking flag of train, sample, compare, compress, bench and forecast. `make test` runs the `ci` profile;
 `HYPOTHESIS_PROFILE=long python -m pytest tests/test_flag_properties.py` runs thousands."""
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from lstmkit import cli, config
 from lstmkit.bench.config import BenchConfig
 from lstmkit.compress.command import CompressConfig
 from lstmkit.config import CONFIGS, CompareConfig, SampleConfig
+from lstmkit.forecast.config import ForecastConfig
 from train_helpers import TINY, small_corpus
 
 ABSENT = "absent-input"  # the input every command is given: reading it is the first thing after the flags' checks,
@@ -31,6 +32,7 @@ COMMANDS = {  # command: (its arguments before the flags, the configs its flags 
                 (CompareConfig, *CONFIGS.values())),
     "compress": (lambda tmp: [tmp / ABSENT, "--out", tmp / "out", "--prune", "0.5"], (CompressConfig,)),
     "bench": (lambda tmp: [], (BenchConfig,)),
+    "forecast": (lambda tmp: ["--data", tmp / f"{ABSENT}.csv", "--out", tmp / "fc"], (ForecastConfig,)),
 }
 FIXED = {"data", "out", "resume", "checkpoint", "run"}  # the flags that name the input and output, set above
 EDGES = ["0", "-1", "1", "nan", "-nan", "inf", "-inf", "1e309", "", " ", "abc", "0x10", "1_000", "2.5", "-0.0",

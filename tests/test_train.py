@@ -185,3 +185,13 @@ def test_every_structure_trains(tmp_path, structure):
     assert config["model"]["structure"] == structure
     (row,) = metrics(tmp_path / "run")
     assert math.isfinite(float(row["valid_loss"]))
+
+
+@pytest.mark.parametrize("budget", [["--steps", "2", "--time-budget", "0"], ["--time-budget", "1e-30"]])
+def test_a_zero_or_vanishing_time_budget_ends(tmp_path, budget):
+    """Found by tests/test_flag_properties.py: the next evaluation time was found by adding budget/10 until it passed
+    the clock, which never ends for a budget of 0 (with --steps) or 1e-30."""
+    result = lstmkit_subprocess("train", "--data", small_corpus(tmp_path), *TINY, *budget, "--sample-length", "0",
+                                "--out", tmp_path / "run", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "run" / "metrics.csv").is_file()
