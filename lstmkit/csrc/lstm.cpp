@@ -12,6 +12,7 @@
 #include <optional>
 #include <vector>
 
+#include "bf16.h"
 #include "cell.h"
 #include "gemm.h"
 #include "options.h"
@@ -655,4 +656,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   }, "empty_large(sizes, like): torch.empty like `like`, backed by 2 MiB pages where it is large");
   m.def("fma_ceiling", &lstmkit::fma_ceiling, "fma_ceiling(threads, iterations) -> GFLOP/s of fp32 vector FMAs "
         "on registers alone, the arithmetic bound of this machine");
+  m.def("dot_ceiling", &lstmkit::dot_ceiling, "dot_ceiling(threads, iterations) -> GFLOP/s of bf16 dot products "
+        "(vdpbf16ps) on registers alone, the bound of the bf16 loop; 0 without them");
+  m.def("bf16_dot_instructions", &lstmkit::bf16_dot_instructions, "whether the bf16 tiles run vdpbf16ps (the CPU "
+        "has them and LSTMKIT_PORTABLE_BF16 is unset) or the portable path");
 }
