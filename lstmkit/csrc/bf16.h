@@ -119,6 +119,18 @@ void portable_pair_tile(int64_t K, const bf16* const* a, const bf16* panel, floa
 }
 
 #ifdef LSTMKIT_BF16_DOT
+// acc[m][:] += the pair am[m] (broadcast) dotted with the NV vectors of pairs at `row`
+template <int MR, int NV>
+LSTMKIT_BF16_TARGET inline void dot_step(__m512 (&acc)[MR][NV], const __m512i* am, const bf16* row) {
+  __m512bh b[NV];
+#pragma GCC unroll 4
+  for (int n = 0; n < NV; ++n) b[n] = (__m512bh)_mm512_loadu_si512(row + n * 32);
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], (__m512bh)am[m], b[n]);
+}
+
 template <int MR, int NV>
 LSTMKIT_BF16_TARGET void dot_pair_tile(int64_t K, const bf16* const* a, const bf16* panel, float* tile,
                                        bool accumulate) {
@@ -129,15 +141,6 @@ LSTMKIT_BF16_TARGET void dot_pair_tile(int64_t K, const bf16* const* a, const bf
 #pragma GCC unroll 4
     for (int n = 0; n < NV; ++n) acc[m][n] = accumulate ? _mm512_loadu_ps(tile + m * W + n * 16) : _mm512_setzero_ps();
   const int64_t full = K / 2;
-  const auto step = [&](const __m512i* am, const bf16* row) {
-    __m512bh b[NV];
-#pragma GCC unroll 4
-    for (int n = 0; n < NV; ++n) b[n] = (__m512bh)_mm512_loadu_si512(row + n * 32);
-#pragma GCC unroll 8
-    for (int m = 0; m < MR; ++m)
-#pragma GCC unroll 4
-      for (int n = 0; n < NV; ++n) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], (__m512bh)am[m], b[n]);
-  };
   for (int64_t q = 0; q < full; ++q, panel += 2 * W) {
     __m512i am[MR];
 #pragma GCC unroll 8
@@ -146,7 +149,7 @@ LSTMKIT_BF16_TARGET void dot_pair_tile(int64_t K, const bf16* const* a, const bf
       std::memcpy(&pair, a[m] + 2 * q, sizeof pair);
       am[m] = _mm512_set1_epi32(pair);
     }
-    step(am, panel);
+    dot_step<MR, NV>(acc, am, panel);
   }
   if (K % 2) {  // the last pair: (a[m][K - 1], 0)
     __m512i am[MR];
@@ -155,7 +158,7 @@ LSTMKIT_BF16_TARGET void dot_pair_tile(int64_t K, const bf16* const* a, const bf
       std::memcpy(&last, a[m] + K - 1, sizeof last);
       am[m] = _mm512_set1_epi32(last);
     }
-    step(am, panel);
+    dot_step<MR, NV>(acc, am, panel);
   }
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
@@ -185,5 +188,18 @@ inline PairKernel pair_kernel(int rows, int vecs) {
     default: return pair_kernel_for<4>(rows, mr);
   }
 }
+
+template <>
+struct Operand<bf16> {
+  using Acc = float;
+  using Panels = PairPanels;
+  static PairKernel kernel(int rows, int vecs) { return pair_kernel(rows, vecs); }
+  template <typename Run>
+  static Panels pack_transposed(const at::Tensor& s, int64_t width, int64_t count, const Run& run) {
+    return pack_pairs_transposed(s, width, count, run);
+  }
+  static Vectorized<float> load(const bf16* p, int n) { return load_bf16(p, n); }
+  static void store(Vectorized<float> v, bf16* p, int n) { store_bf16(v, p, n); }
+};
 
 }  // namespace lstmkit

@@ -67,25 +67,23 @@ inline int panel_vecs(int64_t N, int64_t L, int threads) {
 
 // W (4H, K) packed as W^T (K, 4H) in panels of L hidden units, each holding their i, f, g, o columns
 // (panel j, column g * L + v: row g * H + j * L + v of W), so one tile yields all four gates of L units.
-template <typename T>
-Panels<T> pack_gates(const at::Tensor& w, int64_t H) {
-  constexpr int64_t L = Vectorized<T>::size();
-  const int64_t K = w.size(1);
-  return pack_transposed<T>(w.data_ptr<T>(), K, K, 4 * L, (H + L - 1) / L, w.options(), [&](int64_t j, int64_t g) {
+template <typename E>
+typename Operand<E>::Panels pack_gates(const at::Tensor& w, int64_t H) {
+  constexpr int64_t L = Vectorized<typename Operand<E>::Acc>::size();
+  return Operand<E>::pack_transposed(w, 4 * L, (H + L - 1) / L, [&](int64_t j, int64_t g) {
     return std::pair{g * H + j * L, std::min(L, H - j * L)};
   });
 }
 
 // W_hr^T (H, P) from W_hr (P, H), in panels of `vecs` vectors.
-template <typename T>
-Panels<T> pack_projection(const at::Tensor& w_hr, int vecs) {
-  constexpr int64_t L = Vectorized<T>::size();
-  const int64_t P = w_hr.size(0), H = w_hr.size(1), width = vecs * L;
-  return pack_transposed<T>(w_hr.data_ptr<T>(), H, H, width, (P + width - 1) / width, w_hr.options(),
-                            [&](int64_t p, int64_t c) {
-                              const int64_t first = p * width + c * L;
-                              return std::pair{first, std::min(L, P - first)};
-                            });
+template <typename E>
+typename Operand<E>::Panels pack_projection(const at::Tensor& w_hr, int vecs) {
+  constexpr int64_t L = Vectorized<typename Operand<E>::Acc>::size();
+  const int64_t P = w_hr.size(0), width = vecs * L;
+  return Operand<E>::pack_transposed(w_hr, width, (P + width - 1) / width, [&](int64_t p, int64_t c) {
+    const int64_t first = p * width + c * L;
+    return std::pair{first, std::min(L, P - first)};
+  });
 }
 
 // W (K, N) as it is, in panels of `vecs` vectors: the operand of dG W in the backward.
@@ -94,27 +92,33 @@ Panels<T> pack_plain(const at::Tensor& w, int vecs) {
   return pack_rows<T>(w.data_ptr<T>(), w.size(1), w.size(0), w.size(1), vecs * Vectorized<T>::size(), w.options());
 }
 
-template <typename T>
+// T: what the cell computes in and c_t is kept in; E: the element type of the operands (x, the packed weights,
+// h_t as the next product reads it), an Operand policy (gemm.h, bf16.h), T itself or bf16 with T float.
+template <typename T, typename E = T>
 struct Forward {
   using V = Vectorized<T>;
+  using Op = Operand<E>;
   static constexpr int L = V::size();
 
-  const T *x;     // (N, I) inputs; without `input` panels, the input product W_ih x already done, (N, 4H)
+  const E *x;     // (N, I) inputs
+  const T *x_gates;  // without `input` panels, the input product W_ih x already done, (N, 4H); else null
   const T *bias;  // (4H) or null
-  const T *h0, *c0, *peep;  // peep (3, H) or null
-  T *out, *h_n, *c_n;       // (N, P), (B, P), (B, H)
+  const E *h0;
+  const T *c0, *peep;  // peep (3, H) or null
+  E *out, *h_n;             // (N, P), (B, P)
+  T *c_n;                   // (B, H)
   T *acts, *cells;          // (N, 4H) activated gates and (N, H) c_t, saved for backward; null in inference
   T *c_state;               // (B, H) running c_t in inference, updated in place (one item per unit per step)
-  T *h_full;                // (B, H) h_t before the projection, with one
-  T *h_seq;                 // (N, H) every h_t before the projection, when asked for: the layer's output when the
+  E *h_full;                // (B, H) h_t before the projection, with one
+  E *h_seq;                 // (N, H) every h_t before the projection, when asked for: the layer's output when the
                             // projection only feeds the recurrence (low-rank W_hh = U V as W_hh = U, W_hr = V)
-  const T *diag;             // (4, H) a diagonal W_hh, u_q for a_q += u_q ⊙ h_{t-1} (P == H), or null
+  const E *diag;             // (4, H) a diagonal W_hh, u_q for a_q += u_q ⊙ h_{t-1} (P == H), or null
   int64_t I, H, P;
   int64_t groups;            // a block-diagonal W_hh: hidden units j·H/groups.. read only h_{t-1}'s j·P/groups..
   Steps steps;
-  Panels<T> input;       // W_ih^T (I, 4H) as pack_gates lays it out, or none
-  Panels<T> recurrent;   // W_hh^T (P, 4H) likewise (P / groups rows: each unit's own group); none with `diag`
-  Panels<T> projection;  // W_hr^T (H, P)
+  typename Op::Panels input;       // W_ih^T (I, 4H) as pack_gates lays it out, or none
+  typename Op::Panels recurrent;   // W_hh^T (P, 4H) likewise (P / groups rows: each unit's own group); none with `diag`
+  typename Op::Panels projection;  // W_hr^T (H, P)
 
   int64_t units() const { return (H + L - 1) / L; }  // the items of a gates phase: panels of L hidden units
 
@@ -122,11 +126,11 @@ struct Forward {
     const int64_t row = steps.start[s] + b;
     const bool ends = b >= steps.rows_at(s + 1);
     const bool tiled = input.count || !diag;  // the tile holds a product: W_ih x_t, W_hh h_{t-1} or both
-    const T* h_prev = diag ? steps.prev(s, b, out, h0, P) + u0 : nullptr;
+    const E* h_prev = diag ? steps.prev(s, b, out, h0, P) + u0 : nullptr;
     const auto pre_activation = [&](int g) {  // a_g = W_ih x_t + W_hh h_{t-1} + b
       V a = tiled ? V::loadu(tile + g * L) : V(T(0));
-      if (!input.count) a = a + V::loadu(x + row * 4 * H + g * H + u0, n);
-      if (diag) a = at::vec::fmadd(V::loadu(diag + g * H + u0, n), V::loadu(h_prev, n), a);  // + u_g ⊙ h_{t-1}
+      if (!input.count) a = a + V::loadu(x_gates + row * 4 * H + g * H + u0, n);
+      if (diag) a = at::vec::fmadd(Op::load(diag + g * H + u0, n), Op::load(h_prev, n), a);  // + u_g ⊙ h_{t-1}
       if (bias) a = a + V::loadu(bias + g * H + u0, n);
       return a;
     };
@@ -137,11 +141,11 @@ struct Forward {
     c.store(c_out, n);
     if (ends) c.store(c_n + b * H + u0, n);
     if (h_full) {
-      h.store(h_full + b * H + u0, n);
-      if (h_seq) h.store(h_seq + row * H + u0, n);
+      Op::store(h, h_full + b * H + u0, n);
+      if (h_seq) Op::store(h, h_seq + row * H + u0, n);
     } else {
-      h.store(out + row * P + u0, n);
-      if (ends) h.store(h_n + b * P + u0, n);
+      Op::store(h, out + row * P + u0, n);
+      if (ends) Op::store(h, h_n + b * P + u0, n);
     }
     if (acts) {
       T* a = acts + row * 4 * H + u0;
@@ -156,13 +160,13 @@ struct Forward {
   // hardware prefetcher foresees: asked for before the tile's product, they arrive while it runs.
   void prefetch_input_product(int64_t s, int64_t b0, int64_t b1, int64_t u0) const {
     for (int64_t b = b0; b < b1; ++b)
-      for (int g = 0; g < 4; ++g) __builtin_prefetch(x + (steps.start[s] + b) * 4 * H + g * H + u0, 0, 3);
+      for (int g = 0; g < 4; ++g) __builtin_prefetch(x_gates + (steps.start[s] + b) * 4 * H + g * H + u0, 0, 3);
   }
 
   // gates = W_ih x_t + W_hh h_{t-1} for the L hidden units of panel j, then the pointwise step on each tile.
   void gates(int64_t s, int64_t j) const {
     alignas(64) T tile[kTileRows * 4 * L];
-    const T* a[kTileRows];
+    const E* a[kTileRows];
     const RowTiles tiles(steps.rows[s]);
     const int64_t u0 = j * L;
     const int n = static_cast<int>(std::min<int64_t>(L, H - u0));
@@ -170,33 +174,40 @@ struct Forward {
       const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1);
       if (input.count) {
         for (int64_t b = b0; b < b1; ++b) a[b - b0] = x + (steps.start[s] + b) * I;
-        kernel<T>(b1 - b0, 4)(I, a, input.panel(j), tile, false);
+        Op::kernel(b1 - b0, 4)(I, a, input.panel(j), tile, false);
       } else {
         prefetch_input_product(s, b0, b1, u0);
       }
       if (!diag) {  // with groups, the units' own group of h_{t-1}: panels never straddle two groups
         const int64_t k0 = u0 / (H / groups) * (P / groups);
         for (int64_t b = b0; b < b1; ++b) a[b - b0] = steps.prev(s, b, out, h0, P) + k0;
-        kernel<T>(b1 - b0, 4)(P / groups, a, recurrent.panel(j), tile, input.count > 0);
+        Op::kernel(b1 - b0, 4)(P / groups, a, recurrent.panel(j), tile, input.count > 0);
       }
       for (int64_t b = b0; b < b1; ++b) pointwise(s, b, u0, n, tile + (b - b0) * 4 * L);
+    }
+  }
+
+  static void store_row(const T* r, int64_t n, E* dst) {
+    for (int64_t v = 0; v < n; v += L) {
+      const int m = static_cast<int>(std::min<int64_t>(L, n - v));
+      Op::store(V::loadu(r + v, m), dst + v, m);
     }
   }
 
   // r_t = W_hr h_t for the output columns of panel q.
   void project(int64_t s, int64_t q) const {
     alignas(64) T tile[kTileRows * kMaxVecs * L];
-    const T* a[kTileRows];
+    const E* a[kTileRows];
     const RowTiles tiles(steps.rows[s]);
     const int64_t width = projection.width, col = q * width, n = std::min(width, P - col);
     for (int64_t t = 0; t < tiles.count; ++t) {
       const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1);
       for (int64_t b = b0; b < b1; ++b) a[b - b0] = h_full + b * H;
-      kernel<T>(b1 - b0, width / L)(H, a, projection.panel(q), tile, false);
+      Op::kernel(b1 - b0, width / L)(H, a, projection.panel(q), tile, false);
       for (int64_t b = b0; b < b1; ++b) {
         const T* r = tile + (b - b0) * width;
-        std::copy_n(r, n, out + (steps.start[s] + b) * P + col);
-        if (b >= steps.rows_at(s + 1)) std::copy_n(r, n, h_n + b * P + col);
+        store_row(r, n, out + (steps.start[s] + b) * P + col);
+        if (b >= steps.rows_at(s + 1)) store_row(r, n, h_n + b * P + col);
       }
     }
   }
@@ -442,12 +453,25 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
                                 const std::optional<at::Tensor>& w_hr, const LoopOptions& options) {
   const std::vector<int64_t>& batch_sizes = options.batch_sizes;
   const bool reverse = options.reverse, training = options.training, keep_h = options.keep_h,
-             diagonal = options.diagonal;
+             diagonal = options.diagonal, bf16_operands = options.bf16;
   const int64_t groups = options.groups;
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "the native engine runs float32 and float64");
-  for (auto [t, name] : {std::pair{x, "x"}, {h0, "h0"}, {c0, "c0"}, {w_hh, "weight_hh"}}) check(t, name, x);
-  check(w_ih, "weight_ih", x), check(bias, "bias", x), check(peephole, "peephole", x), check(w_hr, "weight_hr", x);
+  if (bf16_operands) {
+    TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
+                "bf16 operands come as float32 or bfloat16, got x of ", x.scalar_type());
+    TORCH_CHECK(w_ih && !diagonal && groups == 1, "bf16 operands run a dense weight_ih and weight_hh");
+  } else {
+    TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+                "the native engine runs float32 and float64 (and bf16 operands with options.bf16)");
+  }
+  const auto check_operand = [&](const std::optional<at::Tensor>& t, const char* name) {
+    if (!t || !bf16_operands) return check(t, name, x);
+    TORCH_CHECK(t->device().is_cpu() && t->is_contiguous() &&
+                (t->scalar_type() == at::kFloat || t->scalar_type() == at::kBFloat16),
+                name, " must be a contiguous CPU tensor of dtype float32 or bfloat16 (bf16 operands)");
+  };
+  for (auto [t, name] : {std::pair{x, "x"}, {h0, "h0"}, {c0, "c0"}, {w_hh, "weight_hh"}}) check_operand(t, name);
+  check_operand(w_ih, "weight_ih"), check_operand(bias, "bias"), check_operand(peephole, "peephole");
+  check_operand(w_hr, "weight_hr");
   TORCH_CHECK(w_hh.dim() == 2 && (!diagonal || (w_hh.size(0) == 4 && !w_hr)),
               "a diagonal weight_hh is (4, H), without weight_hr");
   const int64_t N = x.size(0), I = x.size(1), H = diagonal ? w_hh.size(1) : w_hh.size(0) / 4, B = h0.size(0),
@@ -459,30 +483,48 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
   check_groups(groups, H, P, w_hh, w_hr, Vectorized<float>::size());
   TORCH_CHECK(w_hh.size(1) * groups == P && c0.size(0) == B && c0.size(1) == H && (!w_hr || w_hr->size(0) == P),
               "weight_hh (4H, P) or diagonal (4, H), weight_hr (P, H), h0 (B, P) and c0 (B, H) do not fit together");
-  const auto opt = x.options();
-  at::Tensor out = empty_large({N, P}, opt), h_n = at::empty({B, P}, opt), c_n = at::empty({B, H}, opt);
+  // the cell's dtype (c_t, the gates, the tiles' sums) and the operands' (x, the packed weights, h_t): with bf16
+  // operands, fp32 and bf16, the inputs converted here (a no-op where they already are)
+  const at::ScalarType cell_type = bf16_operands ? at::kFloat : x.scalar_type(),
+                       operand_type = bf16_operands ? at::kBFloat16 : x.scalar_type();
+  const auto as = [](const at::Tensor& t, at::ScalarType type) { return t.to(type).contiguous(); };
+  const auto as_opt = [&](const std::optional<at::Tensor>& t, at::ScalarType type) {
+    return t ? as(*t, type) : at::Tensor();
+  };
+  const at::Tensor x_op = as(x, w_ih ? operand_type : cell_type), h0_op = as(h0, operand_type),
+                   c0_cell = as(c0, cell_type), bias_cell = as_opt(bias, cell_type),
+                   peep_cell = as_opt(peephole, cell_type);
+  const auto cell = x.options().dtype(cell_type), operand = x.options().dtype(operand_type);
+  at::Tensor out = empty_large({N, P}, operand), h_n = at::empty({B, P}, operand), c_n = at::empty({B, H}, cell);
   at::Tensor acts, cells, c_state;
   if (training) {
-    acts = empty_large({N, 4 * H}, opt);
-    cells = empty_large({N, H}, opt);
+    acts = empty_large({N, 4 * H}, cell);
+    cells = empty_large({N, H}, cell);
   } else {
-    c_state = c0.clone();
+    c_state = c0_cell.clone();
   }
-  const at::Tensor h_full = w_hr ? at::empty({B, H}, opt) : at::Tensor();
-  const at::Tensor h_seq = w_hr && keep_h ? empty_large({N, H}, opt) : at::Tensor();
+  const at::Tensor h_full = w_hr ? at::empty({B, H}, operand) : at::Tensor();
+  const at::Tensor h_seq = w_hr && keep_h ? empty_large({N, H}, operand) : at::Tensor();
 
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkit_forward", [&] {
-    constexpr int64_t L = Vectorized<scalar_t>::size();
-    Forward<scalar_t> f{x.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias), h0.data_ptr<scalar_t>(),
-                        c0.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(peephole), out.data_ptr<scalar_t>(),
-                        h_n.data_ptr<scalar_t>(), c_n.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(acts),
-                        ptr_or_null<scalar_t>(cells), ptr_or_null<scalar_t>(c_state), ptr_or_null<scalar_t>(h_full),
-                        ptr_or_null<scalar_t>(h_seq), diagonal ? w_hh.data_ptr<scalar_t>() : nullptr, I, H, P,
-                        groups, steps, {}, diagonal ? Panels<scalar_t>{} : pack_gates<scalar_t>(w_hh, H), {}};
-    if (w_ih) f.input = pack_gates<scalar_t>(*w_ih, H);
-    if (w_hr) f.projection = pack_projection<scalar_t>(*w_hr, panel_vecs(P, L, team_size(P)));
+  const auto run = [&](auto cell_zero, auto operand_zero) {
+    using T = decltype(cell_zero);
+    using E = decltype(operand_zero);
+    constexpr int64_t L = Vectorized<T>::size();
+    Forward<T, E> f{w_ih ? x_op.data_ptr<E>() : nullptr, w_ih ? nullptr : x_op.data_ptr<T>(),
+                    ptr_or_null<T>(bias_cell), h0_op.data_ptr<E>(), c0_cell.data_ptr<T>(), ptr_or_null<T>(peep_cell),
+                    out.data_ptr<E>(), h_n.data_ptr<E>(), c_n.data_ptr<T>(), ptr_or_null<T>(acts),
+                    ptr_or_null<T>(cells), ptr_or_null<T>(c_state), ptr_or_null<E>(h_full), ptr_or_null<E>(h_seq),
+                    diagonal ? w_hh.data_ptr<E>() : nullptr, I, H, P, groups, steps, {},
+                    diagonal ? typename Operand<E>::Panels{} : pack_gates<E>(w_hh, H), {}};
+    if (w_ih) f.input = pack_gates<E>(*w_ih, H);
+    if (w_hr) f.projection = pack_projection<E>(*w_hr, panel_vecs(P, L, team_size(P)));
     f.run();
-  });
+  };
+  if (bf16_operands) {
+    run(float{}, bf16{});
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkit_forward", [&] { run(scalar_t{}, scalar_t{}); });
+  }
   return {out, h_n, c_n, acts, cells, h_seq};
 }
 
@@ -557,6 +599,41 @@ at::Tensor diagonal_weight_grad(const at::Tensor& d_gates, const at::Tensor& out
   return grad;
 }
 
+std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
+                                 const at::Tensor& acts, const at::Tensor& cells, const at::Tensor& out,
+                                 const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
+                                 const std::optional<at::Tensor>& bias, const at::Tensor& h0, const at::Tensor& c0,
+                                 const at::Tensor& w_hh, const std::optional<at::Tensor>& peephole,
+                                 const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& d_h_seq,
+                                 const LoopOptions& options, const Needs& needs);
+
+// `backward` of a forward with bf16 operands: the float32 backward on the operands as that forward saw them (x,
+// h_0 and the weights rounded to bf16, h_t as it kept them), its gradients in each operand's own dtype.
+std::vector<at::Tensor> backward_bf16(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
+                                      const at::Tensor& acts, const at::Tensor& cells, const at::Tensor& out,
+                                      const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
+                                      const std::optional<at::Tensor>& bias, const at::Tensor& h0,
+                                      const at::Tensor& c0, const at::Tensor& w_hh,
+                                      const std::optional<at::Tensor>& peephole, const std::optional<at::Tensor>& w_hr,
+                                      const std::optional<at::Tensor>& d_h_seq, const LoopOptions& options,
+                                      const Needs& needs) {
+  const auto f32 = [](const at::Tensor& t) { return t.to(at::kFloat).contiguous(); };
+  const auto rounded = [&](const at::Tensor& t) { return f32(t.to(at::kBFloat16)); };
+  const auto opt = [](const std::optional<at::Tensor>& t, const auto& f) {
+    return t ? std::optional<at::Tensor>(f(*t)) : std::nullopt;
+  };
+  LoopOptions fp32 = options;
+  fp32.bf16 = false;
+  std::vector<at::Tensor> grads =
+      backward(f32(d_out), f32(d_h_n), f32(d_c_n), acts, cells, f32(out), rounded(x), opt(w_ih, rounded),
+               opt(bias, f32), rounded(h0), f32(c0), rounded(w_hh), opt(peephole, f32), opt(w_hr, rounded),
+               opt(d_h_seq, f32), fp32, needs);
+  const std::optional<at::Tensor> operands[] = {x, h0, c0, peephole, bias, w_ih, w_hh, w_hr};
+  for (size_t k = 0; k < grads.size(); ++k)
+    if (grads[k].defined() && operands[k]) grads[k] = grads[k].to(operands[k]->scalar_type());
+  return grads;
+}
+
 // The gradients of `forward`'s loss through its outputs (and through h_seq, d_h_seq, when it was kept), for [x, h0,
 // c0, peephole, bias, weight_ih, weight_hh, weight_hr] where `needs` asks (h0 and c0 always come): None for those
 // not asked or absent. The loop writes dL/dgates over `acts` (consuming them: no second (N, 4H) buffer) and forms
@@ -569,6 +646,8 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
                                  const at::Tensor& w_hh, const std::optional<at::Tensor>& peephole,
                                  const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& d_h_seq,
                                  const LoopOptions& options, const Needs& needs) {
+  if (options.bf16) return backward_bf16(d_out, d_h_n, d_c_n, acts, cells, out, x, w_ih, bias, h0, c0, w_hh, peephole,
+                                         w_hr, d_h_seq, options, needs);
   const std::vector<int64_t>& batch_sizes = options.batch_sizes;
   const bool reverse = options.reverse, diagonal = options.diagonal;
   const int64_t groups = options.groups;
@@ -636,11 +715,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using lstmkit::LoopOptions, lstmkit::Needs;
   py::class_<LoopOptions>(m, "LoopOptions", "the native loop's options, by keyword (csrc/options.h)")
       .def(py::init([](std::vector<int64_t> batch_sizes, bool reverse, bool training, bool keep_h, bool diagonal,
-                       int64_t groups) {
-             return LoopOptions{std::move(batch_sizes), reverse, training, keep_h, diagonal, groups};
+                       int64_t groups, bool bf16) {
+             return LoopOptions{std::move(batch_sizes), reverse, training, keep_h, diagonal, groups, bf16};
            }),
            py::kw_only(), py::arg("batch_sizes"), py::arg("reverse"), py::arg("training"), py::arg("keep_h"),
-           py::arg("diagonal"), py::arg("groups"));
+           py::arg("diagonal"), py::arg("groups"), py::arg("bf16") = false);
   py::class_<Needs>(m, "Needs", "which gradients backward computes, by keyword (csrc/options.h)")
       .def(py::init([](bool x, bool h0, bool c0, bool peephole, bool bias, bool weight_ih, bool weight_hh,
                        bool weight_hr) { return Needs{x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr}; }),
