@@ -86,6 +86,18 @@ PairPanels pack_pairs_transposed(const at::Tensor& s, int64_t width, int64_t cou
   return {p.storage, reinterpret_cast<const bf16*>(p.data), K, width, count};
 }
 
+// B (K, N) of any float dtype, rounded to bf16, in pair panels of `width` columns: rows 2q and 2q + 1 interleaved
+// column by column are a (K / 2, N) matrix of 32-bit pairs, panelled as fp32 would be.
+inline PairPanels pack_pair_rows(const at::Tensor& b, int64_t width) {
+  const int64_t K = b.size(0), N = b.size(1), pairs = (K + 1) / 2;
+  at::Tensor b16 = at::zeros({2 * pairs, N}, b.options().dtype(at::kBFloat16));
+  b16.narrow(0, 0, K).copy_(b);
+  const at::Tensor interleaved = b16.view({pairs, 2, N}).transpose(1, 2).contiguous();  // (pairs, N, 2)
+  const Panels<float> p = pack_rows<float>(reinterpret_cast<const float*>(interleaved.data_ptr<bf16>()), N, pairs, N,
+                                           width, b.options().dtype(at::kFloat));
+  return {p.storage, reinterpret_cast<const bf16*>(p.data), K, width, p.count};
+}
+
 // tile (MR, NV * 16) (+)= sum over k of a[m][k] * B[k][:], B in pairs, each a[m] K bf16 (an odd K's last pair
 // padded with zero).
 template <int MR, int NV>
@@ -198,6 +210,9 @@ struct Operand<bf16> {
   static Panels pack_transposed(const at::Tensor& s, int64_t width, int64_t count, const Run& run) {
     return pack_pairs_transposed(s, width, count, run);
   }
+  static Panels pack_rows(const at::Tensor& b, int64_t width) { return pack_pair_rows(b, width); }
+  // the rows a product reads: the bf16 copy the loop keeps beside its float values
+  static const bf16* rows(const float* /*values*/, const bf16* copy) { return copy; }
   static Vectorized<float> load(const bf16* p, int n) { return load_bf16(p, n); }
   static void store(Vectorized<float> v, bf16* p, int n) { store_bf16(v, p, n); }
 };

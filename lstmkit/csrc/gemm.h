@@ -149,6 +149,12 @@ struct Operand {
   static Panels pack_transposed(const at::Tensor& s, int64_t width, int64_t count, const Run& run) {
     return lstmkit::pack_transposed<E>(s.data_ptr<E>(), s.size(1), s.size(1), width, count, s.options(), run);
   }
+  // B (K, N) as it is, in panels of `width` columns
+  static Panels pack_rows(const at::Tensor& b, int64_t width) {
+    return lstmkit::pack_rows<E>(b.data_ptr<E>(), b.size(1), b.size(0), b.size(1), width, b.options());
+  }
+  // the rows a product reads of values the loop keeps in E: the E values themselves (no copy)
+  static const E* rows(const E* values, const E* /*copy: none*/) { return values; }
   static Vectorized<E> load(const E* p, int n) { return Vectorized<E>::loadu(p, n); }
   static void store(Vectorized<E> v, E* p, int n) { v.store(p, n); }
 };

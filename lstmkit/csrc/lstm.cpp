@@ -87,13 +87,11 @@ typename Operand<E>::Panels pack_projection(const at::Tensor& w_hr, int vecs) {
 }
 
 // W (K, N) as it is, in panels of `vecs` vectors: the operand of dG W in the backward.
-template <typename T>
-Panels<T> pack_plain(const at::Tensor& w, int vecs) {
-  return pack_rows<T>(w.data_ptr<T>(), w.size(1), w.size(0), w.size(1), vecs * Vectorized<T>::size(), w.options());
+template <typename E>
+typename Operand<E>::Panels pack_plain(const at::Tensor& w, int vecs) {
+  return Operand<E>::pack_rows(w, vecs * Vectorized<typename Operand<E>::Acc>::size());
 }
 
-// T: what the cell computes in and c_t is kept in; E: the element type of the operands (x, the packed weights,
-// h_t as the next product reads it), an Operand policy (gemm.h, bf16.h), T itself or bf16 with T float.
 template <typename T, typename E = T>
 struct Forward {
   using V = Vectorized<T>;
@@ -226,9 +224,12 @@ struct Forward {
   }
 };
 
-template <typename T>
+// T and E as in Forward: the per-step products of the backward (dL/dh_{t-1} = dG W_hh, dL/dx = dG W_ih,
+// dL/dh_t = dr W_hr) read dG and dr as E, a copy kept beside the T values where E is not T (Operand::rows).
+template <typename T, typename E = T>
 struct Backward {
   using V = Vectorized<T>;
+  using Op = Operand<E>;
   static constexpr int L = V::size();
 
   const T *cells, *out, *h0, *c0, *peep, *d_out;  // saved by the forward; d_out (N, P)
@@ -239,6 +240,8 @@ struct Backward {
   T *d_peep;       // (3, H) or null
   T *d_bias;       // (4H) or null
   T *d_out_total;  // (N, P) dL/dr_t from both the output and step t+1, kept for dW_hr; with projection only
+  E *gates_op;     // (N, 4H) dL/dgates as E where E is not T (else null: `gates` itself), the products' operand
+  E *total_op;     // (N, P) d_out_total likewise
   T *h_full;       // (N, H) h_t = o ⊙ tanh(c_t) recomputed for dW_hr, with projection only: written over
                    // `cells` (the same array), row by row once c_t has had its last read
   const T *d_h_seq;  // (N, H) dL/dh_t from outside the recurrence (forward's h_seq), or null
@@ -246,11 +249,11 @@ struct Backward {
   int64_t I, H, P;
   int64_t groups;    // a block-diagonal W_hh (see Forward)
   Steps steps;
-  Panels<T> recurrent_panels;  // W_hh (4H, P / groups); with `diag`, none but its width and count: the unit panels
+  typename Op::Panels recurrent_panels;  // W_hh (4H, P / groups); with `diag`, none but its width and count
 
   int64_t recurrent_items() const { return recurrent_panels.count * groups; }  // panels of dL/dh_{t-1}
-  Panels<T> input;             // W_ih (4H, I), when dL/dx is asked for
-  Panels<T> projection;        // W_hr (P, H)
+  typename Op::Panels input;             // W_ih (4H, I), when dL/dx is asked for
+  typename Op::Panels projection;        // W_hr (P, H)
 
   // dL/dgates of step s, row b, hidden units [u0, u0 + n), from dL/dh_t = dh (+ dh_extra) and dL/dc_t in dc.
   void pointwise(int64_t s, int64_t b, int64_t u0, int64_t n, const T* dh, const T* dh_extra) const {
@@ -279,6 +282,7 @@ struct Backward {
       const V da[4] = {da_i, da_f, da_g, da_o};
       for (int gate = 0; gate < 4; ++gate) {
         da[gate].store(dg + gate * H + v, m);
+        if (gates_op) Op::store(da[gate], gates_op + row * 4 * H + u0 + gate * H + v, m);
         if (d_bias) add_to(d_bias + gate * H + u0 + v, da[gate], m);  // dL/db = sum over rows of dL/da
       }
       dc_prev.store(dcr + v, m);
@@ -288,11 +292,12 @@ struct Backward {
   }
 
   // Rows [b0, b1) of dG_k times panel p of w, its first n columns into `dst` (row b0), rows `ld` apart.
-  void gate_product(int64_t k, const Panels<T>& w, int64_t p, int64_t b0, int64_t b1, T* dst, int64_t ld,
-                    int64_t n, T* tile) const {
-    const T* a[kTileRows];
-    for (int64_t b = b0; b < b1; ++b) a[b - b0] = gates + (steps.start[k] + b) * 4 * H;
-    kernel<T>(b1 - b0, w.width / L)(4 * H, a, w.panel(p), tile, false);
+  void gate_product(int64_t k, const typename Op::Panels& w, int64_t p, int64_t b0, int64_t b1, T* dst,
+                    int64_t ld, int64_t n, T* tile) const {
+    const E* a[kTileRows];
+    const E* d_g = Op::rows(gates, gates_op);
+    for (int64_t b = b0; b < b1; ++b) a[b - b0] = d_g + (steps.start[k] + b) * 4 * H;
+    Op::kernel(b1 - b0, w.width / L)(4 * H, a, w.panel(p), tile, false);
     for (int64_t b = b0; b < b1; ++b) std::copy_n(tile + (b - b0) * w.width, n, dst + (b - b0) * ld);
   }
 
@@ -313,12 +318,13 @@ struct Backward {
   // Like gate_product for panel p of dL/dh_{t-1} with a block-diagonal W_hh: the panel's columns lie in group j,
   // which only gate rows q·H + j·h.. (h = H / groups) of each gate q reach, one product per gate.
   void grouped_product(int64_t k, int64_t p, int64_t b0, int64_t b1, T* dst, int64_t ld, int64_t n, T* tile) const {
-    const T* a[kTileRows];
+    const E* a[kTileRows];
+    const E* d_g = Op::rows(gates, gates_op);
     const int64_t per_group = recurrent_panels.count, j = p / per_group, h = H / groups, width = recurrent_panels.width;
-    const T* panel = recurrent_panels.panel(p % per_group);
+    const E* panel = recurrent_panels.panel(p % per_group);
     for (int q = 0; q < 4; ++q) {
-      for (int64_t b = b0; b < b1; ++b) a[b - b0] = gates + (steps.start[k] + b) * 4 * H + q * H + j * h;
-      kernel<T>(b1 - b0, width / L)(h, a, panel + (q * H + j * h) * width, tile, q > 0);
+      for (int64_t b = b0; b < b1; ++b) a[b - b0] = d_g + (steps.start[k] + b) * 4 * H + q * H + j * h;
+      Op::kernel(b1 - b0, width / L)(h, a, panel + (q * H + j * h) * width, tile, q > 0);
     }
     for (int64_t b = b0; b < b1; ++b) std::copy_n(tile + (b - b0) * width, n, dst + (b - b0) * ld);
   }
@@ -346,7 +352,9 @@ struct Backward {
         T* total = d_out_total + row * P + col;
         for (int64_t v = 0; v < n; v += L) {
           const int m = static_cast<int>(std::min<int64_t>(L, n - v));
-          (V::loadu(d_o + v, m) + V::loadu(d_r + v, m)).store(total + v, m);
+          const V sum = V::loadu(d_o + v, m) + V::loadu(d_r + v, m);
+          sum.store(total + v, m);
+          if (total_op) Op::store(sum, total_op + row * P + col + v, m);
         }
       }
     }
@@ -366,13 +374,14 @@ struct Backward {
   // With projection: panel p of dL/dh_t = W_hr^T dL/dr_t for step s, then its pointwise backward.
   void project(int64_t s, int64_t p) const {
     alignas(64) T tile[kTileRows * kMaxVecs * L];
-    const T* a[kTileRows];
+    const E* a[kTileRows];
+    const E* d_r = Op::rows(d_out_total, total_op);
     const RowTiles tiles(steps.rows[s]);
     const int64_t width = projection.width, u0 = p * width, n = std::min(width, H - u0);
     for (int64_t t = 0; t < tiles.count; ++t) {
       const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1);
-      for (int64_t b = b0; b < b1; ++b) a[b - b0] = d_out_total + (steps.start[s] + b) * P;
-      kernel<T>(b1 - b0, width / L)(P, a, projection.panel(p), tile, false);
+      for (int64_t b = b0; b < b1; ++b) a[b - b0] = d_r + (steps.start[s] + b) * P;
+      Op::kernel(b1 - b0, width / L)(P, a, projection.panel(p), tile, false);
       for (int64_t b = b0; b < b1; ++b) {
         const T* d_h = d_h_seq ? d_h_seq + (steps.start[s] + b) * H + u0 : nullptr;
         pointwise(s, b, u0, n, tile + (b - b0) * width, d_h);
@@ -599,16 +608,17 @@ at::Tensor diagonal_weight_grad(const at::Tensor& d_gates, const at::Tensor& out
   return grad;
 }
 
-std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
-                                 const at::Tensor& acts, const at::Tensor& cells, const at::Tensor& out,
-                                 const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
-                                 const std::optional<at::Tensor>& bias, const at::Tensor& h0, const at::Tensor& c0,
-                                 const at::Tensor& w_hh, const std::optional<at::Tensor>& peephole,
-                                 const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& d_h_seq,
-                                 const LoopOptions& options, const Needs& needs);
+std::vector<at::Tensor> backward_loop(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
+                                      const at::Tensor& acts, const at::Tensor& cells, const at::Tensor& out,
+                                      const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
+                                      const std::optional<at::Tensor>& bias, const at::Tensor& h0, const at::Tensor& c0,
+                                      const at::Tensor& w_hh, const std::optional<at::Tensor>& peephole,
+                                      const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& d_h_seq,
+                                      const LoopOptions& options, const Needs& needs);
 
-// `backward` of a forward with bf16 operands: the float32 backward on the operands as that forward saw them (x,
-// h_0 and the weights rounded to bf16, h_t as it kept them), its gradients in each operand's own dtype.
+// `backward` of a forward with bf16 operands, on the operands as that forward saw them (x, h_0 and the weights
+// rounded to bf16, h_t as it kept them) held in float32: the loop's products with bf16 operands (dG and dr rounded
+// to bf16 as they enter them), its cell and the weight gradients in float32; each gradient in its operand's dtype.
 std::vector<at::Tensor> backward_bf16(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
                                       const at::Tensor& acts, const at::Tensor& cells, const at::Tensor& out,
                                       const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
@@ -622,12 +632,10 @@ std::vector<at::Tensor> backward_bf16(const at::Tensor& d_out, const at::Tensor&
   const auto opt = [](const std::optional<at::Tensor>& t, const auto& f) {
     return t ? std::optional<at::Tensor>(f(*t)) : std::nullopt;
   };
-  LoopOptions fp32 = options;
-  fp32.bf16 = false;
   std::vector<at::Tensor> grads =
-      backward(f32(d_out), f32(d_h_n), f32(d_c_n), acts, cells, f32(out), rounded(x), opt(w_ih, rounded),
-               opt(bias, f32), rounded(h0), f32(c0), rounded(w_hh), opt(peephole, f32), opt(w_hr, rounded),
-               opt(d_h_seq, f32), fp32, needs);
+      backward_loop(f32(d_out), f32(d_h_n), f32(d_c_n), acts, cells, f32(out), rounded(x), opt(w_ih, rounded),
+                    opt(bias, f32), rounded(h0), f32(c0), rounded(w_hh), opt(peephole, f32), opt(w_hr, rounded),
+                    opt(d_h_seq, f32), options, needs);
   const std::optional<at::Tensor> operands[] = {x, h0, c0, peephole, bias, w_ih, w_hh, w_hr};
   for (size_t k = 0; k < grads.size(); ++k)
     if (grads[k].defined() && operands[k]) grads[k] = grads[k].to(operands[k]->scalar_type());
@@ -646,8 +654,19 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
                                  const at::Tensor& w_hh, const std::optional<at::Tensor>& peephole,
                                  const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& d_h_seq,
                                  const LoopOptions& options, const Needs& needs) {
-  if (options.bf16) return backward_bf16(d_out, d_h_n, d_c_n, acts, cells, out, x, w_ih, bias, h0, c0, w_hh, peephole,
-                                         w_hr, d_h_seq, options, needs);
+  return (options.bf16 ? backward_bf16 : backward_loop)(d_out, d_h_n, d_c_n, acts, cells, out, x, w_ih, bias, h0, c0,
+                                                        w_hh, peephole, w_hr, d_h_seq, options, needs);
+}
+
+// `backward` with every tensor of one dtype (float32 with options.bf16: bf16 products, see backward_bf16).
+std::vector<at::Tensor> backward_loop(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
+                                      const at::Tensor& acts, const at::Tensor& cells, const at::Tensor& out,
+                                      const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
+                                      const std::optional<at::Tensor>& bias, const at::Tensor& h0,
+                                      const at::Tensor& c0, const at::Tensor& w_hh,
+                                      const std::optional<at::Tensor>& peephole, const std::optional<at::Tensor>& w_hr,
+                                      const std::optional<at::Tensor>& d_h_seq, const LoopOptions& options,
+                                      const Needs& needs) {
   const std::vector<int64_t>& batch_sizes = options.batch_sizes;
   const bool reverse = options.reverse, diagonal = options.diagonal;
   const int64_t groups = options.groups;
@@ -673,25 +692,36 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
   at::Tensor d_out_total = w_hr ? empty_large({N, P}, opt) : at::Tensor();
   at::Tensor h_full = w_hr ? cells : at::Tensor();  // the saved cells are consumed like the gates
 
-  AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstmkit_backward", [&] {
-    constexpr int64_t L = Vectorized<scalar_t>::size();
+  // with bf16 products, the bf16 copies of dG and dr that they read
+  const at::Tensor gates_op = options.bf16 ? empty_large({N, 4 * H}, opt.dtype(at::kBFloat16)) : at::Tensor();
+  const at::Tensor total_op = options.bf16 && w_hr ? empty_large({N, P}, opt.dtype(at::kBFloat16)) : at::Tensor();
+  const auto run = [&](auto cell_zero, auto operand_zero) {
+    using T = decltype(cell_zero);
+    using E = decltype(operand_zero);
+    constexpr int64_t L = Vectorized<T>::size();
     const int threads = team_size(4 * H);
-    Backward<scalar_t> bw{cells.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(),
-                          c0.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(peephole), d_out.data_ptr<scalar_t>(),
-                          acts.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(dx), dh_next.data_ptr<scalar_t>(),
-                          dc.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(d_peep), ptr_or_null<scalar_t>(d_bias),
-                          ptr_or_null<scalar_t>(d_out_total), ptr_or_null<scalar_t>(h_full),
-                          ptr_or_null<scalar_t>(d_h_seq), diagonal ? w_hh.data_ptr<scalar_t>() : nullptr, I, H, P,
-                          groups, steps, {}, {}, {}};
+    Backward<T, E> bw{cells.data_ptr<T>(), out.data_ptr<T>(), h0.data_ptr<T>(), c0.data_ptr<T>(),
+                      ptr_or_null<T>(peephole), d_out.data_ptr<T>(), acts.data_ptr<T>(), ptr_or_null<T>(dx),
+                      dh_next.data_ptr<T>(), dc.data_ptr<T>(), ptr_or_null<T>(d_peep), ptr_or_null<T>(d_bias),
+                      ptr_or_null<T>(d_out_total), ptr_or_null<E>(gates_op), ptr_or_null<E>(total_op),
+                      ptr_or_null<T>(h_full), ptr_or_null<T>(d_h_seq), diagonal ? w_hh.data_ptr<T>() : nullptr, I, H,
+                      P, groups, steps, {}, {}, {}};
     int vecs = panel_vecs(P, L, threads);
     while ((P / groups) % (vecs * L) && vecs > 1) vecs /= 2;  // a group's columns: whole panels
     const int64_t width = vecs * L;  // the diagonal's items: unit panels, nothing packed
-    bw.recurrent_panels = diagonal ? Panels<scalar_t>{at::Tensor(), nullptr, 0, width, (P + width - 1) / width}
-                                   : pack_plain<scalar_t>(w_hh, vecs);
-    if (dx.defined()) bw.input = pack_plain<scalar_t>(*w_ih, panel_vecs(I, L, threads));
-    if (w_hr) bw.projection = pack_plain<scalar_t>(*w_hr, panel_vecs(H, L, threads));
+    bw.recurrent_panels = diagonal ? typename Operand<E>::Panels{at::Tensor(), nullptr, 0, width, (P + width - 1) / width}
+                                   : pack_plain<E>(w_hh, vecs);
+    if (dx.defined()) bw.input = pack_plain<E>(*w_ih, panel_vecs(I, L, threads));
+    if (w_hr) bw.projection = pack_plain<E>(*w_hr, panel_vecs(H, L, threads));
     bw.run();
-  });
+  };
+  if (options.bf16) {
+    TORCH_CHECK(acts.scalar_type() == at::kFloat && !diagonal && groups == 1,
+                "bf16 products run float32 tensors and a dense weight_hh");
+    run(float{}, bf16{});
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstmkit_backward", [&] { run(scalar_t{}, scalar_t{}); });
+  }
 
   at::Tensor d_w_ih, d_w_hh, d_w_hr;
   if (w_hr && needs.weight_hr) {
