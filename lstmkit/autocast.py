@@ -63,7 +63,10 @@ class _Rounded(torch.autograd.Function):
 
 def operands() -> torch.dtype | None:
     """The dtype the engine's CPU operands are rounded to while `engine` runs them under autocast (bfloat16 or
-    float16), else None: the native loop then runs its products in that precision where it can (bf16)."""
+    float16), else None: the native loop then runs its products in that precision where it can (bf16). None in
+    code torch.compile traces (dynamo can't read a ContextVar): compiled, the float32 loop runs the rounded operands."""
+    if torch.compiler.is_compiling():
+        return None
     return _OPERANDS.get()
 
 
