@@ -4,7 +4,9 @@
 // a step is a phase of items (two with a projection), one per panel of hidden units; an item forms
 // W_ih x_t + W_hh h_{t-1} for its units with a register-tile kernel (gemm.h) and runs the pointwise step on the
 // tile while it is in L1. The input product stays in the loop: one tile with the recurrent one, no (N, 4H)
-// buffer, and measured as fast here as hoisting it into one GEMM before the loop.
+// buffer, and measured as fast here as hoisting it into one GEMM before the loop. The loop is written once over
+// the cell's type T and the operands' element type E (an Operand policy: gemm.h for float and double, bf16.h for
+// bf16 operands with a float cell); a new element type adds a policy header, not branches here.
 #include <torch/extension.h>
 
 #include <algorithm>
