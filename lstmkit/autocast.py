@@ -2,6 +2,8 @@
 dtypes torch.nn.LSTM and torch.nn.LSTMCell return (tests/test_autocast.py holds them equal to torch's)."""
 from __future__ import annotations
 
+import contextlib
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 import torch
@@ -11,6 +13,9 @@ if TYPE_CHECKING:
     from lstmkit.maps import Map
 
 CASTS = (torch.float32, torch.bfloat16, torch.float16)  # the dtypes torch.autocast casts (float64 it leaves alone)
+# the dtype of the operands the engine is running with on the CPU (their values already rounded to it, held in
+# float32), while `engine` holds it; None outside
+_OPERANDS: ContextVar[torch.dtype | None] = ContextVar("lstmkit_autocast_operands", default=None)
 
 
 def compute_dtype(weight: Tensor) -> torch.dtype | None:
@@ -25,21 +30,56 @@ def compute_dtype(weight: Tensor) -> torch.dtype | None:
 def cast(m: Map | Tensor | None, dtype: torch.dtype) -> Map | Tensor | None:
     """m as the engine computes with it under autocast to `dtype`, through autograd (so gradients reach the original
     in its own dtype): on CUDA cast to `dtype` (a tensor's `.to`, a map's `cast`, lstmkit.maps.LinearMap.cast). On
-    the CPU rounded to `dtype` and computed in float32: the operands torch's bf16 kernels see, accumulated in
-    float32 as those accumulate, by the native float32 loop; PyTorch's bf16 elementwise ops, the only bf16 path the
-    engine has here, ran training 15x slower than float32 (the precision issue brings a native bf16 loop)."""
+    the CPU rounded to `dtype` and held in float32: the operands torch's bf16 kernels see, accumulated in float32
+    as those accumulate; the native loop runs them with bf16 products (`operands` says so while `engine` holds),
+    another engine in float32 (PyTorch's bf16 elementwise ops ran training 15x slower). A tensor's rounding passes
+    its gradient through unrounded, so float32 weights get the float32 gradient of the rounded function."""
     if m is None:
         return None
     device_type = (m if isinstance(m, Tensor) else m.reference()).device.type
+    if device_type == "cpu" and dtype != torch.float32 and isinstance(m, Tensor) and m.dtype == torch.float32:
+        return _Rounded.apply(m, dtype)
     steps = (dtype, torch.float32) if device_type == "cpu" and dtype != torch.float32 else (dtype,)
     for step in steps:
         m = m.to(step) if isinstance(m, Tensor) else m.cast(step)
     return m
 
 
-def engine(device_type: str) -> torch.autocast:
-    """The context the engine runs in once everything is cast: autocast off, so that nothing casts twice."""
-    return torch.autocast(device_type, enabled=False)
+class _Rounded(torch.autograd.Function):
+    """t rounded to `dtype` and back to float32; the gradient passes through in float32 (straight through)."""
+
+    @staticmethod
+    def forward(t: Tensor, dtype: torch.dtype) -> Tensor:
+        return t.to(dtype).to(torch.float32)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad, None
+
+
+def operands() -> torch.dtype | None:
+    """The dtype the engine's CPU operands are rounded to while `engine` runs them under autocast (bfloat16 or
+    float16), else None: the native loop then runs its products in that precision where it can (bf16). None in
+    code torch.compile traces (dynamo can't read a ContextVar): compiled, the float32 loop runs the rounded operands."""
+    if torch.compiler.is_compiling():
+        return None
+    return _OPERANDS.get()
+
+
+@contextlib.contextmanager
+def engine(device_type: str):
+    """The context the engine runs in once everything is cast: autocast off, so that nothing casts twice, and on
+    the CPU `operands` saying what the operands were rounded to. Entered with autocast on."""
+    token = _OPERANDS.set(torch.get_autocast_dtype(device_type) if device_type == "cpu" else None)
+    try:
+        with torch.autocast(device_type, enabled=False):
+            yield
+    finally:
+        _OPERANDS.reset(token)
 
 
 def _one_onednn_kernel(input_dtype: torch.dtype) -> bool:

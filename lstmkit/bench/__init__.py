@@ -1,6 +1,7 @@
 """Time lstmkit.LSTM against torch.nn.LSTM (or run a study) and write BENCHMARKS.md, JSON and plots.
 
-`lstmkit bench` prints the main table; `--study fusion` runs the gate-fusion study instead. With `--out DIR`
+`lstmkit bench` prints the main table (`--precision bf16`: its bf16 twin, lstmkit/bench/bf16.py); `--study fusion`
+runs the gate-fusion study instead. With `--out DIR`
 a study writes DIR/<study>.json and DIR/<study>.png and rewrites its own marked section of BENCHMARKS.md;
 a study with a write-up (fusion) also regenerates docs/<study>.md next to BENCHMARKS.md.
 """
@@ -24,13 +25,18 @@ STUDIES = {"engine": "lstmkit.bench.dense", "fusion": "lstmkit.bench.fusion",
            "structures": "lstmkit.bench.structures", "compress": "lstmkit.bench.compress",
            "quality": "lstmkit.bench.quality", "precision": "lstmkit.bench.precision",
            "forecast": "lstmkit.bench.forecast"}
+# (study, precision) -> the module of a precision other than fp32
+PRECISIONS = {("engine", "bf16"): "lstmkit.bench.bf16"}
 
 
 def run_study(cfg: BenchConfig) -> dict:
     """Run one study and write what `cfg` asks for; returns the results (as written to JSON)."""
     if cfg.study not in STUDIES:
         raise SystemExit(f"unknown study {cfg.study!r}; choose from {list(STUDIES)}")
-    study = importlib.import_module(STUDIES[cfg.study])
+    if cfg.precision != "fp32" and (cfg.study, cfg.precision) not in PRECISIONS:
+        raise SystemExit(f"--precision {cfg.precision} runs with the study {[s for s, _ in PRECISIONS]}, "
+                         f"not {cfg.study!r}")
+    study = importlib.import_module(PRECISIONS.get((cfg.study, cfg.precision), STUDIES[cfg.study]))
     command = cfg.command()
     if cfg.quick:
         cfg = dataclasses.replace(cfg, repeats=1, rounds=1, warmup=1, threads=cfg.threads or 1)  # steady when busy

@@ -27,6 +27,9 @@ class BenchConfig(config.Checked):
                                   "(precision), or `lstmkit forecast` against the classical baselines on three "
                                   "shipped series (forecast)",
                         choices=studies)
+    precision: str = option("fp32", "engine study: fp32, or bf16 (lstmkit against torch.nn.LSTM under CPU autocast "
+                                     "training and with bf16 weights, each row's % of the bf16 dot-product ceiling)",
+                            choices=("fp32", "bf16"))
     shapes: str = option("S,M,L,XL", "engine study: comma-separated subset of the shapes S, M, L, XL")
     hidden: str = option("128,256,512,1024", "fusion study: comma-separated hidden sizes H (with I = H)")
     batch: int = option(32, "fusion study: batch size B", range=Range(1, MAX_SIZE))

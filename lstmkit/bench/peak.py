@@ -57,6 +57,20 @@ def fma_ceiling(device="cpu", tries: int = 5) -> float | None:
     return max(ext.fma_ceiling(torch.get_num_threads(), 10_000_000) for _ in range(tries))
 
 
+def dot_ceiling(device="cpu", tries: int = 5) -> float | None:
+    """GFLOP/s of bf16 dot products (vdpbf16ps) on registers alone on all of torch's threads, best of `tries`:
+    the bf16 loop's bound, about twice the fp32 FMA ceiling here. None off the CPU, without the native extension
+    or without the instructions."""
+    if torch.device(device).type != "cpu":
+        return None
+    from lstmkit.engine.native import extension
+
+    ext = extension()
+    if ext is None or not ext.bf16_dot_instructions():
+        return None
+    return max(ext.dot_ceiling(torch.get_num_threads(), 10_000_000) for _ in range(tries))
+
+
 def measure_peak(shapes: Iterable[tuple[int, int, int]], repeats: int, warmup: int, device="cpu") -> dict:
     """GFLOP/s of every backend on every (M, K, N) shape; `peak` is the best of all of them.
 

@@ -9,4 +9,8 @@ namespace lstmkit {
 // 16 independent vector FMAs on registers: the bound that no GEMM, and no LSTM, can pass on this machine.
 double fma_ceiling(int64_t threads, int64_t iterations);
 
+// GFLOP/s of bf16 dot products (vdpbf16ps, two multiply-adds per fp32 lane) likewise: the bound of the bf16 loop;
+// 0 where the CPU (or the build) lacks them.
+double dot_ceiling(int64_t threads, int64_t iterations);
+
 }  // namespace lstmkit

@@ -136,6 +136,29 @@ TileKernel<T> kernel(int rows, int vecs) {
   }
 }
 
+// The element type of the loop's operands (weights packed per call, and h_t as the next product reads it), as a
+// policy: its panels, packing, register tile, and loads and stores of the fp32 (or fp64) vectors the cell computes
+// in. Here the operands as they are, float or double; bf16.h adds bf16. The loop (lstm.cpp) never names a type.
+template <typename E>
+struct Operand {
+  using Acc = E;  // what tiles accumulate in and the cell computes in
+  using Panels = lstmkit::Panels<E>;
+  static TileKernel<E> kernel(int rows, int vecs) { return lstmkit::kernel<E>(rows, vecs); }
+  // S (rows, K) of dtype E, its transpose packed as pack_transposed lays it out
+  template <typename Run>
+  static Panels pack_transposed(const at::Tensor& s, int64_t width, int64_t count, const Run& run) {
+    return lstmkit::pack_transposed<E>(s.data_ptr<E>(), s.size(1), s.size(1), width, count, s.options(), run);
+  }
+  // B (K, N) as it is, in panels of `width` columns
+  static Panels pack_rows(const at::Tensor& b, int64_t width) {
+    return lstmkit::pack_rows<E>(b.data_ptr<E>(), b.size(1), b.size(0), b.size(1), width, b.options());
+  }
+  // the rows a product reads of values the loop keeps in E: the E values themselves (no copy)
+  static const E* rows(const E* values, const E* /*copy: none*/) { return values; }
+  static Vectorized<E> load(const E* p, int n) { return Vectorized<E>::loadu(p, n); }
+  static void store(Vectorized<E> v, E* p, int n) { v.store(p, n); }
+};
+
 // `rows` split into the fewest tiles of at most kTileRows rows, as even as possible.
 struct RowTiles {
   int64_t rows, count;

@@ -4,7 +4,9 @@
 // a step is a phase of items (two with a projection), one per panel of hidden units; an item forms
 // W_ih x_t + W_hh h_{t-1} for its units with a register-tile kernel (gemm.h) and runs the pointwise step on the
 // tile while it is in L1. The input product stays in the loop: one tile with the recurrent one, no (N, 4H)
-// buffer, and measured as fast here as hoisting it into one GEMM before the loop.
+// buffer, and measured as fast here as hoisting it into one GEMM before the loop. The loop is written once over
+// the cell's type T and the operands' element type E (an Operand policy: gemm.h for float and double, bf16.h for
+// bf16 operands with a float cell); a new element type adds a policy header, not branches here.
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -12,6 +14,7 @@
 #include <optional>
 #include <vector>
 
+#include "bf16.h"
 #include "cell.h"
 #include "gemm.h"
 #include "options.h"
@@ -66,54 +69,56 @@ inline int panel_vecs(int64_t N, int64_t L, int threads) {
 
 // W (4H, K) packed as W^T (K, 4H) in panels of L hidden units, each holding their i, f, g, o columns
 // (panel j, column g * L + v: row g * H + j * L + v of W), so one tile yields all four gates of L units.
-template <typename T>
-Panels<T> pack_gates(const at::Tensor& w, int64_t H) {
-  constexpr int64_t L = Vectorized<T>::size();
-  const int64_t K = w.size(1);
-  return pack_transposed<T>(w.data_ptr<T>(), K, K, 4 * L, (H + L - 1) / L, w.options(), [&](int64_t j, int64_t g) {
+template <typename E>
+typename Operand<E>::Panels pack_gates(const at::Tensor& w, int64_t H) {
+  constexpr int64_t L = Vectorized<typename Operand<E>::Acc>::size();
+  return Operand<E>::pack_transposed(w, 4 * L, (H + L - 1) / L, [&](int64_t j, int64_t g) {
     return std::pair{g * H + j * L, std::min(L, H - j * L)};
   });
 }
 
 // W_hr^T (H, P) from W_hr (P, H), in panels of `vecs` vectors.
-template <typename T>
-Panels<T> pack_projection(const at::Tensor& w_hr, int vecs) {
-  constexpr int64_t L = Vectorized<T>::size();
-  const int64_t P = w_hr.size(0), H = w_hr.size(1), width = vecs * L;
-  return pack_transposed<T>(w_hr.data_ptr<T>(), H, H, width, (P + width - 1) / width, w_hr.options(),
-                            [&](int64_t p, int64_t c) {
-                              const int64_t first = p * width + c * L;
-                              return std::pair{first, std::min(L, P - first)};
-                            });
+template <typename E>
+typename Operand<E>::Panels pack_projection(const at::Tensor& w_hr, int vecs) {
+  constexpr int64_t L = Vectorized<typename Operand<E>::Acc>::size();
+  const int64_t P = w_hr.size(0), width = vecs * L;
+  return Operand<E>::pack_transposed(w_hr, width, (P + width - 1) / width, [&](int64_t p, int64_t c) {
+    const int64_t first = p * width + c * L;
+    return std::pair{first, std::min(L, P - first)};
+  });
 }
 
 // W (K, N) as it is, in panels of `vecs` vectors: the operand of dG W in the backward.
-template <typename T>
-Panels<T> pack_plain(const at::Tensor& w, int vecs) {
-  return pack_rows<T>(w.data_ptr<T>(), w.size(1), w.size(0), w.size(1), vecs * Vectorized<T>::size(), w.options());
+template <typename E>
+typename Operand<E>::Panels pack_plain(const at::Tensor& w, int vecs) {
+  return Operand<E>::pack_rows(w, vecs * Vectorized<typename Operand<E>::Acc>::size());
 }
 
-template <typename T>
+template <typename T, typename E = T>
 struct Forward {
   using V = Vectorized<T>;
+  using Op = Operand<E>;
   static constexpr int L = V::size();
 
-  const T *x;     // (N, I) inputs; without `input` panels, the input product W_ih x already done, (N, 4H)
+  const E *x;     // (N, I) inputs
+  const T *x_gates;  // without `input` panels, the input product W_ih x already done, (N, 4H); else null
   const T *bias;  // (4H) or null
-  const T *h0, *c0, *peep;  // peep (3, H) or null
-  T *out, *h_n, *c_n;       // (N, P), (B, P), (B, H)
+  const E *h0;
+  const T *c0, *peep;  // peep (3, H) or null
+  E *out, *h_n;             // (N, P), (B, P)
+  T *c_n;                   // (B, H)
   T *acts, *cells;          // (N, 4H) activated gates and (N, H) c_t, saved for backward; null in inference
   T *c_state;               // (B, H) running c_t in inference, updated in place (one item per unit per step)
-  T *h_full;                // (B, H) h_t before the projection, with one
-  T *h_seq;                 // (N, H) every h_t before the projection, when asked for: the layer's output when the
+  E *h_full;                // (B, H) h_t before the projection, with one
+  E *h_seq;                 // (N, H) every h_t before the projection, when asked for: the layer's output when the
                             // projection only feeds the recurrence (low-rank W_hh = U V as W_hh = U, W_hr = V)
-  const T *diag;             // (4, H) a diagonal W_hh, u_q for a_q += u_q ⊙ h_{t-1} (P == H), or null
+  const E *diag;             // (4, H) a diagonal W_hh, u_q for a_q += u_q ⊙ h_{t-1} (P == H), or null
   int64_t I, H, P;
   int64_t groups;            // a block-diagonal W_hh: hidden units j·H/groups.. read only h_{t-1}'s j·P/groups..
   Steps steps;
-  Panels<T> input;       // W_ih^T (I, 4H) as pack_gates lays it out, or none
-  Panels<T> recurrent;   // W_hh^T (P, 4H) likewise (P / groups rows: each unit's own group); none with `diag`
-  Panels<T> projection;  // W_hr^T (H, P)
+  typename Op::Panels input;       // W_ih^T (I, 4H) as pack_gates lays it out, or none
+  typename Op::Panels recurrent;   // W_hh^T (P, 4H) likewise (P / groups rows: each unit's own group); none with `diag`
+  typename Op::Panels projection;  // W_hr^T (H, P)
 
   int64_t units() const { return (H + L - 1) / L; }  // the items of a gates phase: panels of L hidden units
 
@@ -121,11 +126,11 @@ struct Forward {
     const int64_t row = steps.start[s] + b;
     const bool ends = b >= steps.rows_at(s + 1);
     const bool tiled = input.count || !diag;  // the tile holds a product: W_ih x_t, W_hh h_{t-1} or both
-    const T* h_prev = diag ? steps.prev(s, b, out, h0, P) + u0 : nullptr;
+    const E* h_prev = diag ? steps.prev(s, b, out, h0, P) + u0 : nullptr;
     const auto pre_activation = [&](int g) {  // a_g = W_ih x_t + W_hh h_{t-1} + b
       V a = tiled ? V::loadu(tile + g * L) : V(T(0));
-      if (!input.count) a = a + V::loadu(x + row * 4 * H + g * H + u0, n);
-      if (diag) a = at::vec::fmadd(V::loadu(diag + g * H + u0, n), V::loadu(h_prev, n), a);  // + u_g ⊙ h_{t-1}
+      if (!input.count) a = a + V::loadu(x_gates + row * 4 * H + g * H + u0, n);
+      if (diag) a = at::vec::fmadd(Op::load(diag + g * H + u0, n), Op::load(h_prev, n), a);  // + u_g ⊙ h_{t-1}
       if (bias) a = a + V::loadu(bias + g * H + u0, n);
       return a;
     };
@@ -136,11 +141,11 @@ struct Forward {
     c.store(c_out, n);
     if (ends) c.store(c_n + b * H + u0, n);
     if (h_full) {
-      h.store(h_full + b * H + u0, n);
-      if (h_seq) h.store(h_seq + row * H + u0, n);
+      Op::store(h, h_full + b * H + u0, n);
+      if (h_seq) Op::store(h, h_seq + row * H + u0, n);
     } else {
-      h.store(out + row * P + u0, n);
-      if (ends) h.store(h_n + b * P + u0, n);
+      Op::store(h, out + row * P + u0, n);
+      if (ends) Op::store(h, h_n + b * P + u0, n);
     }
     if (acts) {
       T* a = acts + row * 4 * H + u0;
@@ -155,13 +160,13 @@ struct Forward {
   // hardware prefetcher foresees: asked for before the tile's product, they arrive while it runs.
   void prefetch_input_product(int64_t s, int64_t b0, int64_t b1, int64_t u0) const {
     for (int64_t b = b0; b < b1; ++b)
-      for (int g = 0; g < 4; ++g) __builtin_prefetch(x + (steps.start[s] + b) * 4 * H + g * H + u0, 0, 3);
+      for (int g = 0; g < 4; ++g) __builtin_prefetch(x_gates + (steps.start[s] + b) * 4 * H + g * H + u0, 0, 3);
   }
 
   // gates = W_ih x_t + W_hh h_{t-1} for the L hidden units of panel j, then the pointwise step on each tile.
   void gates(int64_t s, int64_t j) const {
     alignas(64) T tile[kTileRows * 4 * L];
-    const T* a[kTileRows];
+    const E* a[kTileRows];
     const RowTiles tiles(steps.rows[s]);
     const int64_t u0 = j * L;
     const int n = static_cast<int>(std::min<int64_t>(L, H - u0));
@@ -169,33 +174,40 @@ struct Forward {
       const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1);
       if (input.count) {
         for (int64_t b = b0; b < b1; ++b) a[b - b0] = x + (steps.start[s] + b) * I;
-        kernel<T>(b1 - b0, 4)(I, a, input.panel(j), tile, false);
+        Op::kernel(b1 - b0, 4)(I, a, input.panel(j), tile, false);
       } else {
         prefetch_input_product(s, b0, b1, u0);
       }
       if (!diag) {  // with groups, the units' own group of h_{t-1}: panels never straddle two groups
         const int64_t k0 = u0 / (H / groups) * (P / groups);
         for (int64_t b = b0; b < b1; ++b) a[b - b0] = steps.prev(s, b, out, h0, P) + k0;
-        kernel<T>(b1 - b0, 4)(P / groups, a, recurrent.panel(j), tile, input.count > 0);
+        Op::kernel(b1 - b0, 4)(P / groups, a, recurrent.panel(j), tile, input.count > 0);
       }
       for (int64_t b = b0; b < b1; ++b) pointwise(s, b, u0, n, tile + (b - b0) * 4 * L);
+    }
+  }
+
+  static void store_row(const T* r, int64_t n, E* dst) {
+    for (int64_t v = 0; v < n; v += L) {
+      const int m = static_cast<int>(std::min<int64_t>(L, n - v));
+      Op::store(V::loadu(r + v, m), dst + v, m);
     }
   }
 
   // r_t = W_hr h_t for the output columns of panel q.
   void project(int64_t s, int64_t q) const {
     alignas(64) T tile[kTileRows * kMaxVecs * L];
-    const T* a[kTileRows];
+    const E* a[kTileRows];
     const RowTiles tiles(steps.rows[s]);
     const int64_t width = projection.width, col = q * width, n = std::min(width, P - col);
     for (int64_t t = 0; t < tiles.count; ++t) {
       const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1);
       for (int64_t b = b0; b < b1; ++b) a[b - b0] = h_full + b * H;
-      kernel<T>(b1 - b0, width / L)(H, a, projection.panel(q), tile, false);
+      Op::kernel(b1 - b0, width / L)(H, a, projection.panel(q), tile, false);
       for (int64_t b = b0; b < b1; ++b) {
         const T* r = tile + (b - b0) * width;
-        std::copy_n(r, n, out + (steps.start[s] + b) * P + col);
-        if (b >= steps.rows_at(s + 1)) std::copy_n(r, n, h_n + b * P + col);
+        store_row(r, n, out + (steps.start[s] + b) * P + col);
+        if (b >= steps.rows_at(s + 1)) store_row(r, n, h_n + b * P + col);
       }
     }
   }
@@ -214,9 +226,12 @@ struct Forward {
   }
 };
 
-template <typename T>
+// T and E as in Forward: the per-step products of the backward (dL/dh_{t-1} = dG W_hh, dL/dx = dG W_ih,
+// dL/dh_t = dr W_hr) read dG and dr as E, a copy kept beside the T values where E is not T (Operand::rows).
+template <typename T, typename E = T>
 struct Backward {
   using V = Vectorized<T>;
+  using Op = Operand<E>;
   static constexpr int L = V::size();
 
   const T *cells, *out, *h0, *c0, *peep, *d_out;  // saved by the forward; d_out (N, P)
@@ -227,6 +242,8 @@ struct Backward {
   T *d_peep;       // (3, H) or null
   T *d_bias;       // (4H) or null
   T *d_out_total;  // (N, P) dL/dr_t from both the output and step t+1, kept for dW_hr; with projection only
+  E *gates_op;     // (N, 4H) dL/dgates as E where E is not T (else null: `gates` itself), the products' operand
+  E *total_op;     // (N, P) d_out_total likewise
   T *h_full;       // (N, H) h_t = o ⊙ tanh(c_t) recomputed for dW_hr, with projection only: written over
                    // `cells` (the same array), row by row once c_t has had its last read
   const T *d_h_seq;  // (N, H) dL/dh_t from outside the recurrence (forward's h_seq), or null
@@ -234,11 +251,11 @@ struct Backward {
   int64_t I, H, P;
   int64_t groups;    // a block-diagonal W_hh (see Forward)
   Steps steps;
-  Panels<T> recurrent_panels;  // W_hh (4H, P / groups); with `diag`, none but its width and count: the unit panels
+  typename Op::Panels recurrent_panels;  // W_hh (4H, P / groups); with `diag`, none but its width and count
 
   int64_t recurrent_items() const { return recurrent_panels.count * groups; }  // panels of dL/dh_{t-1}
-  Panels<T> input;             // W_ih (4H, I), when dL/dx is asked for
-  Panels<T> projection;        // W_hr (P, H)
+  typename Op::Panels input;             // W_ih (4H, I), when dL/dx is asked for
+  typename Op::Panels projection;        // W_hr (P, H)
 
   // dL/dgates of step s, row b, hidden units [u0, u0 + n), from dL/dh_t = dh (+ dh_extra) and dL/dc_t in dc.
   void pointwise(int64_t s, int64_t b, int64_t u0, int64_t n, const T* dh, const T* dh_extra) const {
@@ -267,6 +284,7 @@ struct Backward {
       const V da[4] = {da_i, da_f, da_g, da_o};
       for (int gate = 0; gate < 4; ++gate) {
         da[gate].store(dg + gate * H + v, m);
+        if (gates_op) Op::store(da[gate], gates_op + row * 4 * H + u0 + gate * H + v, m);
         if (d_bias) add_to(d_bias + gate * H + u0 + v, da[gate], m);  // dL/db = sum over rows of dL/da
       }
       dc_prev.store(dcr + v, m);
@@ -276,11 +294,12 @@ struct Backward {
   }
 
   // Rows [b0, b1) of dG_k times panel p of w, its first n columns into `dst` (row b0), rows `ld` apart.
-  void gate_product(int64_t k, const Panels<T>& w, int64_t p, int64_t b0, int64_t b1, T* dst, int64_t ld,
-                    int64_t n, T* tile) const {
-    const T* a[kTileRows];
-    for (int64_t b = b0; b < b1; ++b) a[b - b0] = gates + (steps.start[k] + b) * 4 * H;
-    kernel<T>(b1 - b0, w.width / L)(4 * H, a, w.panel(p), tile, false);
+  void gate_product(int64_t k, const typename Op::Panels& w, int64_t p, int64_t b0, int64_t b1, T* dst,
+                    int64_t ld, int64_t n, T* tile) const {
+    const E* a[kTileRows];
+    const E* d_g = Op::rows(gates, gates_op);
+    for (int64_t b = b0; b < b1; ++b) a[b - b0] = d_g + (steps.start[k] + b) * 4 * H;
+    Op::kernel(b1 - b0, w.width / L)(4 * H, a, w.panel(p), tile, false);
     for (int64_t b = b0; b < b1; ++b) std::copy_n(tile + (b - b0) * w.width, n, dst + (b - b0) * ld);
   }
 
@@ -301,12 +320,13 @@ struct Backward {
   // Like gate_product for panel p of dL/dh_{t-1} with a block-diagonal W_hh: the panel's columns lie in group j,
   // which only gate rows q·H + j·h.. (h = H / groups) of each gate q reach, one product per gate.
   void grouped_product(int64_t k, int64_t p, int64_t b0, int64_t b1, T* dst, int64_t ld, int64_t n, T* tile) const {
-    const T* a[kTileRows];
+    const E* a[kTileRows];
+    const E* d_g = Op::rows(gates, gates_op);
     const int64_t per_group = recurrent_panels.count, j = p / per_group, h = H / groups, width = recurrent_panels.width;
-    const T* panel = recurrent_panels.panel(p % per_group);
+    const E* panel = recurrent_panels.panel(p % per_group);
     for (int q = 0; q < 4; ++q) {
-      for (int64_t b = b0; b < b1; ++b) a[b - b0] = gates + (steps.start[k] + b) * 4 * H + q * H + j * h;
-      kernel<T>(b1 - b0, width / L)(h, a, panel + (q * H + j * h) * width, tile, q > 0);
+      for (int64_t b = b0; b < b1; ++b) a[b - b0] = d_g + (steps.start[k] + b) * 4 * H + q * H + j * h;
+      Op::kernel(b1 - b0, width / L)(h, a, panel + (q * H + j * h) * width, tile, q > 0);
     }
     for (int64_t b = b0; b < b1; ++b) std::copy_n(tile + (b - b0) * width, n, dst + (b - b0) * ld);
   }
@@ -334,7 +354,9 @@ struct Backward {
         T* total = d_out_total + row * P + col;
         for (int64_t v = 0; v < n; v += L) {
           const int m = static_cast<int>(std::min<int64_t>(L, n - v));
-          (V::loadu(d_o + v, m) + V::loadu(d_r + v, m)).store(total + v, m);
+          const V sum = V::loadu(d_o + v, m) + V::loadu(d_r + v, m);
+          sum.store(total + v, m);
+          if (total_op) Op::store(sum, total_op + row * P + col + v, m);
         }
       }
     }
@@ -354,13 +376,14 @@ struct Backward {
   // With projection: panel p of dL/dh_t = W_hr^T dL/dr_t for step s, then its pointwise backward.
   void project(int64_t s, int64_t p) const {
     alignas(64) T tile[kTileRows * kMaxVecs * L];
-    const T* a[kTileRows];
+    const E* a[kTileRows];
+    const E* d_r = Op::rows(d_out_total, total_op);
     const RowTiles tiles(steps.rows[s]);
     const int64_t width = projection.width, u0 = p * width, n = std::min(width, H - u0);
     for (int64_t t = 0; t < tiles.count; ++t) {
       const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1);
-      for (int64_t b = b0; b < b1; ++b) a[b - b0] = d_out_total + (steps.start[s] + b) * P;
-      kernel<T>(b1 - b0, width / L)(P, a, projection.panel(p), tile, false);
+      for (int64_t b = b0; b < b1; ++b) a[b - b0] = d_r + (steps.start[s] + b) * P;
+      Op::kernel(b1 - b0, width / L)(P, a, projection.panel(p), tile, false);
       for (int64_t b = b0; b < b1; ++b) {
         const T* d_h = d_h_seq ? d_h_seq + (steps.start[s] + b) * H + u0 : nullptr;
         pointwise(s, b, u0, n, tile + (b - b0) * width, d_h);
@@ -441,12 +464,25 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
                                 const std::optional<at::Tensor>& w_hr, const LoopOptions& options) {
   const std::vector<int64_t>& batch_sizes = options.batch_sizes;
   const bool reverse = options.reverse, training = options.training, keep_h = options.keep_h,
-             diagonal = options.diagonal;
+             diagonal = options.diagonal, bf16_operands = options.bf16;
   const int64_t groups = options.groups;
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "the native engine runs float32 and float64");
-  for (auto [t, name] : {std::pair{x, "x"}, {h0, "h0"}, {c0, "c0"}, {w_hh, "weight_hh"}}) check(t, name, x);
-  check(w_ih, "weight_ih", x), check(bias, "bias", x), check(peephole, "peephole", x), check(w_hr, "weight_hr", x);
+  if (bf16_operands) {
+    TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
+                "bf16 operands come as float32 or bfloat16, got x of ", x.scalar_type());
+    TORCH_CHECK(w_ih && !diagonal && groups == 1, "bf16 operands run a dense weight_ih and weight_hh");
+  } else {
+    TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+                "the native engine runs float32 and float64 (and bf16 operands with options.bf16)");
+  }
+  const auto check_operand = [&](const std::optional<at::Tensor>& t, const char* name) {
+    if (!t || !bf16_operands) return check(t, name, x);
+    TORCH_CHECK(t->device().is_cpu() && t->is_contiguous() &&
+                (t->scalar_type() == at::kFloat || t->scalar_type() == at::kBFloat16),
+                name, " must be a contiguous CPU tensor of dtype float32 or bfloat16 (bf16 operands)");
+  };
+  for (auto [t, name] : {std::pair{x, "x"}, {h0, "h0"}, {c0, "c0"}, {w_hh, "weight_hh"}}) check_operand(t, name);
+  check_operand(w_ih, "weight_ih"), check_operand(bias, "bias"), check_operand(peephole, "peephole");
+  check_operand(w_hr, "weight_hr");
   TORCH_CHECK(w_hh.dim() == 2 && (!diagonal || (w_hh.size(0) == 4 && !w_hr)),
               "a diagonal weight_hh is (4, H), without weight_hr");
   const int64_t N = x.size(0), I = x.size(1), H = diagonal ? w_hh.size(1) : w_hh.size(0) / 4, B = h0.size(0),
@@ -458,30 +494,48 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
   check_groups(groups, H, P, w_hh, w_hr, Vectorized<float>::size());
   TORCH_CHECK(w_hh.size(1) * groups == P && c0.size(0) == B && c0.size(1) == H && (!w_hr || w_hr->size(0) == P),
               "weight_hh (4H, P) or diagonal (4, H), weight_hr (P, H), h0 (B, P) and c0 (B, H) do not fit together");
-  const auto opt = x.options();
-  at::Tensor out = empty_large({N, P}, opt), h_n = at::empty({B, P}, opt), c_n = at::empty({B, H}, opt);
+  // the cell's dtype (c_t, the gates, the tiles' sums) and the operands' (x, the packed weights, h_t): with bf16
+  // operands, fp32 and bf16, the inputs converted here (a no-op where they already are)
+  const at::ScalarType cell_type = bf16_operands ? at::kFloat : x.scalar_type(),
+                       operand_type = bf16_operands ? at::kBFloat16 : x.scalar_type();
+  const auto as = [](const at::Tensor& t, at::ScalarType type) { return t.to(type).contiguous(); };
+  const auto as_opt = [&](const std::optional<at::Tensor>& t, at::ScalarType type) {
+    return t ? as(*t, type) : at::Tensor();
+  };
+  const at::Tensor x_op = as(x, w_ih ? operand_type : cell_type), h0_op = as(h0, operand_type),
+                   c0_cell = as(c0, cell_type), bias_cell = as_opt(bias, cell_type),
+                   peep_cell = as_opt(peephole, cell_type);
+  const auto cell = x.options().dtype(cell_type), operand = x.options().dtype(operand_type);
+  at::Tensor out = empty_large({N, P}, operand), h_n = at::empty({B, P}, operand), c_n = at::empty({B, H}, cell);
   at::Tensor acts, cells, c_state;
   if (training) {
-    acts = empty_large({N, 4 * H}, opt);
-    cells = empty_large({N, H}, opt);
+    acts = empty_large({N, 4 * H}, cell);
+    cells = empty_large({N, H}, cell);
   } else {
-    c_state = c0.clone();
+    c_state = c0_cell.clone();
   }
-  const at::Tensor h_full = w_hr ? at::empty({B, H}, opt) : at::Tensor();
-  const at::Tensor h_seq = w_hr && keep_h ? empty_large({N, H}, opt) : at::Tensor();
+  const at::Tensor h_full = w_hr ? at::empty({B, H}, operand) : at::Tensor();
+  const at::Tensor h_seq = w_hr && keep_h ? empty_large({N, H}, operand) : at::Tensor();
 
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkit_forward", [&] {
-    constexpr int64_t L = Vectorized<scalar_t>::size();
-    Forward<scalar_t> f{x.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias), h0.data_ptr<scalar_t>(),
-                        c0.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(peephole), out.data_ptr<scalar_t>(),
-                        h_n.data_ptr<scalar_t>(), c_n.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(acts),
-                        ptr_or_null<scalar_t>(cells), ptr_or_null<scalar_t>(c_state), ptr_or_null<scalar_t>(h_full),
-                        ptr_or_null<scalar_t>(h_seq), diagonal ? w_hh.data_ptr<scalar_t>() : nullptr, I, H, P,
-                        groups, steps, {}, diagonal ? Panels<scalar_t>{} : pack_gates<scalar_t>(w_hh, H), {}};
-    if (w_ih) f.input = pack_gates<scalar_t>(*w_ih, H);
-    if (w_hr) f.projection = pack_projection<scalar_t>(*w_hr, panel_vecs(P, L, team_size(P)));
+  const auto run = [&](auto cell_zero, auto operand_zero) {
+    using T = decltype(cell_zero);
+    using E = decltype(operand_zero);
+    constexpr int64_t L = Vectorized<T>::size();
+    Forward<T, E> f{w_ih ? x_op.data_ptr<E>() : nullptr, w_ih ? nullptr : x_op.data_ptr<T>(),
+                    ptr_or_null<T>(bias_cell), h0_op.data_ptr<E>(), c0_cell.data_ptr<T>(), ptr_or_null<T>(peep_cell),
+                    out.data_ptr<E>(), h_n.data_ptr<E>(), c_n.data_ptr<T>(), ptr_or_null<T>(acts),
+                    ptr_or_null<T>(cells), ptr_or_null<T>(c_state), ptr_or_null<E>(h_full), ptr_or_null<E>(h_seq),
+                    diagonal ? w_hh.data_ptr<E>() : nullptr, I, H, P, groups, steps, {},
+                    diagonal ? typename Operand<E>::Panels{} : pack_gates<E>(w_hh, H), {}};
+    if (w_ih) f.input = pack_gates<E>(*w_ih, H);
+    if (w_hr) f.projection = pack_projection<E>(*w_hr, panel_vecs(P, L, team_size(P)));
     f.run();
-  });
+  };
+  if (bf16_operands) {
+    run(float{}, bf16{});
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkit_forward", [&] { run(scalar_t{}, scalar_t{}); });
+  }
   return {out, h_n, c_n, acts, cells, h_seq};
 }
 
@@ -556,6 +610,40 @@ at::Tensor diagonal_weight_grad(const at::Tensor& d_gates, const at::Tensor& out
   return grad;
 }
 
+std::vector<at::Tensor> backward_loop(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
+                                      const at::Tensor& acts, const at::Tensor& cells, const at::Tensor& out,
+                                      const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
+                                      const std::optional<at::Tensor>& bias, const at::Tensor& h0, const at::Tensor& c0,
+                                      const at::Tensor& w_hh, const std::optional<at::Tensor>& peephole,
+                                      const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& d_h_seq,
+                                      const LoopOptions& options, const Needs& needs);
+
+// `backward` of a forward with bf16 operands, on the operands as that forward saw them (x, h_0 and the weights
+// rounded to bf16, h_t as it kept them) held in float32: the loop's products with bf16 operands (dG and dr rounded
+// to bf16 as they enter them), its cell and the weight gradients in float32; each gradient in its operand's dtype.
+std::vector<at::Tensor> backward_bf16(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
+                                      const at::Tensor& acts, const at::Tensor& cells, const at::Tensor& out,
+                                      const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
+                                      const std::optional<at::Tensor>& bias, const at::Tensor& h0,
+                                      const at::Tensor& c0, const at::Tensor& w_hh,
+                                      const std::optional<at::Tensor>& peephole, const std::optional<at::Tensor>& w_hr,
+                                      const std::optional<at::Tensor>& d_h_seq, const LoopOptions& options,
+                                      const Needs& needs) {
+  const auto f32 = [](const at::Tensor& t) { return t.to(at::kFloat).contiguous(); };
+  const auto rounded = [&](const at::Tensor& t) { return f32(t.to(at::kBFloat16)); };
+  const auto opt = [](const std::optional<at::Tensor>& t, const auto& f) {
+    return t ? std::optional<at::Tensor>(f(*t)) : std::nullopt;
+  };
+  std::vector<at::Tensor> grads =
+      backward_loop(f32(d_out), f32(d_h_n), f32(d_c_n), acts, cells, f32(out), rounded(x), opt(w_ih, rounded),
+                    opt(bias, f32), rounded(h0), f32(c0), rounded(w_hh), opt(peephole, f32), opt(w_hr, rounded),
+                    opt(d_h_seq, f32), options, needs);
+  const std::optional<at::Tensor> operands[] = {x, h0, c0, peephole, bias, w_ih, w_hh, w_hr};
+  for (size_t k = 0; k < grads.size(); ++k)
+    if (grads[k].defined() && operands[k]) grads[k] = grads[k].to(operands[k]->scalar_type());
+  return grads;
+}
+
 // The gradients of `forward`'s loss through its outputs (and through h_seq, d_h_seq, when it was kept), for [x, h0,
 // c0, peephole, bias, weight_ih, weight_hh, weight_hr] where `needs` asks (h0 and c0 always come): None for those
 // not asked or absent. The loop writes dL/dgates over `acts` (consuming them: no second (N, 4H) buffer) and forms
@@ -568,6 +656,19 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
                                  const at::Tensor& w_hh, const std::optional<at::Tensor>& peephole,
                                  const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& d_h_seq,
                                  const LoopOptions& options, const Needs& needs) {
+  return (options.bf16 ? backward_bf16 : backward_loop)(d_out, d_h_n, d_c_n, acts, cells, out, x, w_ih, bias, h0, c0,
+                                                        w_hh, peephole, w_hr, d_h_seq, options, needs);
+}
+
+// `backward` with every tensor of one dtype (float32 with options.bf16: bf16 products, see backward_bf16).
+std::vector<at::Tensor> backward_loop(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
+                                      const at::Tensor& acts, const at::Tensor& cells, const at::Tensor& out,
+                                      const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
+                                      const std::optional<at::Tensor>& bias, const at::Tensor& h0,
+                                      const at::Tensor& c0, const at::Tensor& w_hh,
+                                      const std::optional<at::Tensor>& peephole, const std::optional<at::Tensor>& w_hr,
+                                      const std::optional<at::Tensor>& d_h_seq, const LoopOptions& options,
+                                      const Needs& needs) {
   const std::vector<int64_t>& batch_sizes = options.batch_sizes;
   const bool reverse = options.reverse, diagonal = options.diagonal;
   const int64_t groups = options.groups;
@@ -593,25 +694,36 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
   at::Tensor d_out_total = w_hr ? empty_large({N, P}, opt) : at::Tensor();
   at::Tensor h_full = w_hr ? cells : at::Tensor();  // the saved cells are consumed like the gates
 
-  AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstmkit_backward", [&] {
-    constexpr int64_t L = Vectorized<scalar_t>::size();
+  // with bf16 products, the bf16 copies of dG and dr that they read
+  const at::Tensor gates_op = options.bf16 ? empty_large({N, 4 * H}, opt.dtype(at::kBFloat16)) : at::Tensor();
+  const at::Tensor total_op = options.bf16 && w_hr ? empty_large({N, P}, opt.dtype(at::kBFloat16)) : at::Tensor();
+  const auto run = [&](auto cell_zero, auto operand_zero) {
+    using T = decltype(cell_zero);
+    using E = decltype(operand_zero);
+    constexpr int64_t L = Vectorized<T>::size();
     const int threads = team_size(4 * H);
-    Backward<scalar_t> bw{cells.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(),
-                          c0.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(peephole), d_out.data_ptr<scalar_t>(),
-                          acts.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(dx), dh_next.data_ptr<scalar_t>(),
-                          dc.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(d_peep), ptr_or_null<scalar_t>(d_bias),
-                          ptr_or_null<scalar_t>(d_out_total), ptr_or_null<scalar_t>(h_full),
-                          ptr_or_null<scalar_t>(d_h_seq), diagonal ? w_hh.data_ptr<scalar_t>() : nullptr, I, H, P,
-                          groups, steps, {}, {}, {}};
+    Backward<T, E> bw{cells.data_ptr<T>(), out.data_ptr<T>(), h0.data_ptr<T>(), c0.data_ptr<T>(),
+                      ptr_or_null<T>(peephole), d_out.data_ptr<T>(), acts.data_ptr<T>(), ptr_or_null<T>(dx),
+                      dh_next.data_ptr<T>(), dc.data_ptr<T>(), ptr_or_null<T>(d_peep), ptr_or_null<T>(d_bias),
+                      ptr_or_null<T>(d_out_total), ptr_or_null<E>(gates_op), ptr_or_null<E>(total_op),
+                      ptr_or_null<T>(h_full), ptr_or_null<T>(d_h_seq), diagonal ? w_hh.data_ptr<T>() : nullptr, I, H,
+                      P, groups, steps, {}, {}, {}};
     int vecs = panel_vecs(P, L, threads);
     while ((P / groups) % (vecs * L) && vecs > 1) vecs /= 2;  // a group's columns: whole panels
     const int64_t width = vecs * L;  // the diagonal's items: unit panels, nothing packed
-    bw.recurrent_panels = diagonal ? Panels<scalar_t>{at::Tensor(), nullptr, 0, width, (P + width - 1) / width}
-                                   : pack_plain<scalar_t>(w_hh, vecs);
-    if (dx.defined()) bw.input = pack_plain<scalar_t>(*w_ih, panel_vecs(I, L, threads));
-    if (w_hr) bw.projection = pack_plain<scalar_t>(*w_hr, panel_vecs(H, L, threads));
+    bw.recurrent_panels = diagonal ? typename Operand<E>::Panels{at::Tensor(), nullptr, 0, width, (P + width - 1) / width}
+                                   : pack_plain<E>(w_hh, vecs);
+    if (dx.defined()) bw.input = pack_plain<E>(*w_ih, panel_vecs(I, L, threads));
+    if (w_hr) bw.projection = pack_plain<E>(*w_hr, panel_vecs(H, L, threads));
     bw.run();
-  });
+  };
+  if (options.bf16) {
+    TORCH_CHECK(acts.scalar_type() == at::kFloat && !diagonal && groups == 1,
+                "bf16 products run float32 tensors and a dense weight_hh");
+    run(float{}, bf16{});
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstmkit_backward", [&] { run(scalar_t{}, scalar_t{}); });
+  }
 
   at::Tensor d_w_ih, d_w_hh, d_w_hr;
   if (w_hr && needs.weight_hr) {
@@ -635,11 +747,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using lstmkit::LoopOptions, lstmkit::Needs;
   py::class_<LoopOptions>(m, "LoopOptions", "the native loop's options, by keyword (csrc/options.h)")
       .def(py::init([](std::vector<int64_t> batch_sizes, bool reverse, bool training, bool keep_h, bool diagonal,
-                       int64_t groups) {
-             return LoopOptions{std::move(batch_sizes), reverse, training, keep_h, diagonal, groups};
+                       int64_t groups, bool bf16) {
+             return LoopOptions{std::move(batch_sizes), reverse, training, keep_h, diagonal, groups, bf16};
            }),
            py::kw_only(), py::arg("batch_sizes"), py::arg("reverse"), py::arg("training"), py::arg("keep_h"),
-           py::arg("diagonal"), py::arg("groups"));
+           py::arg("diagonal"), py::arg("groups"), py::arg("bf16") = false);
   py::class_<Needs>(m, "Needs", "which gradients backward computes, by keyword (csrc/options.h)")
       .def(py::init([](bool x, bool h0, bool c0, bool peephole, bool bias, bool weight_ih, bool weight_hh,
                        bool weight_hr) { return Needs{x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr}; }),
@@ -655,4 +767,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   }, "empty_large(sizes, like): torch.empty like `like`, backed by 2 MiB pages where it is large");
   m.def("fma_ceiling", &lstmkit::fma_ceiling, "fma_ceiling(threads, iterations) -> GFLOP/s of fp32 vector FMAs "
         "on registers alone, the arithmetic bound of this machine");
+  m.def("dot_ceiling", &lstmkit::dot_ceiling, "dot_ceiling(threads, iterations) -> GFLOP/s of bf16 dot products "
+        "(vdpbf16ps) on registers alone, the bound of the bf16 loop; 0 without them");
+  m.def("bf16_dot_instructions", &lstmkit::bf16_dot_instructions, "whether the bf16 tiles run vdpbf16ps (the CPU "
+        "has them and LSTMKIT_PORTABLE_BF16 is unset) or the portable path");
 }

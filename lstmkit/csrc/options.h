@@ -14,6 +14,8 @@ struct LoopOptions {
   bool keep_h = false;               // forward: keep every h_t before the projection (the low-rank kind's output)
   bool diagonal = false;             // weight_hh is the four gates' diagonals (4, H): a_q += u_q ⊙ h_{t-1}
   int64_t groups = 1;                // > 1: weight_hh is a block-diagonal matrix's rows (4H, P / groups)
+  bool bf16 = false;                 // operands in bf16 (x, the weights packed per call, h_t; given as float32 or
+                                     // bfloat16), the cell and c_t in fp32, fp32 sums: out and h_n come as bfloat16
 };
 
 struct Needs {  // the gradients backward computes; h0 and c0's always come (they are the loop's state)

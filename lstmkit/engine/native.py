@@ -1,6 +1,7 @@
 """The native engine: the whole time loop of one layer and direction in C++ (lstmkit/csrc), for dense weights on CPU.
 
-Built on first use by lstmkit/engine/build.py; where it cannot be, "auto" runs the PyTorch fused path.
+Built on first use by lstmkit/engine/build.py; where it cannot be, "auto" runs the PyTorch fused path. It runs
+float32 and float64, and dense layers with bf16 operands: a bfloat16 module, or float32 under CPU autocast to bf16.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from itertools import accumulate
 import torch
 from torch import Tensor
 
-from lstmkit import maps
+from lstmkit import autocast, maps
 from lstmkit.engine import op_autograd, op_vmap, ops  # noqa: F401 (registers the op's autograd and vmap rules)
 from lstmkit.engine.bptt import fused_layer
 from lstmkit.engine.build import available, extension  # noqa: F401 (re-exported)
@@ -26,21 +27,35 @@ def native_form(weight_hh: Map, weight_hr: Map | None) -> NativeRecurrent | None
     return maps.native_recurrent(weight_hh, weight_hr)
 
 
-def _runs(form: NativeRecurrent | None, x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Map, bias: Tensor | None,
-          peephole: Tensor | None) -> bool:
+def _precision(form: NativeRecurrent | None, x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Map,
+               bias: Tensor | None, peephole: Tensor | None) -> str | None:
+    """The op's precision for these operands (lstmkit/engine/ops.py), or None where the native loop can't run them:
+    "bf16" for a dense layer of bfloat16 tensors, or of float32 ones rounded to bf16 under autocast (`operands`);
+    else "input" for float32 or float64 tensors all alike."""
     if form is None:
-        return False
+        return None
     loop = [x, h0, c0, form.weight_hh, *(t for t in (form.weight_hr, bias, peephole) if t is not None)]
     if isinstance(weight_ih, Tensor):
         loop.append(weight_ih)
-    return (x.dtype in (torch.float32, torch.float64)
-            and all(t.device.type == "cpu" and t.dtype == x.dtype for t in loop))
+    if not all(t.device.type == "cpu" and t.dtype == x.dtype for t in loop):
+        return None
+    dense = form.kind == "dense" and isinstance(weight_ih, Tensor)  # the bf16 loop's products: dense ones
+    if x.dtype == torch.bfloat16:
+        return "bf16" if dense else None
+    if x.dtype not in (torch.float32, torch.float64):
+        return None
+    return "bf16" if dense and x.dtype == torch.float32 and autocast.operands() == torch.bfloat16 else "input"
+
+
+def _runs(form: NativeRecurrent | None, x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Map, bias: Tensor | None,
+          peephole: Tensor | None) -> bool:
+    return _precision(form, x, h0, c0, weight_ih, bias, peephole) is not None
 
 
 def supports(x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Map, weight_hh: Map, bias: Tensor | None = None,
              peephole: Tensor | None = None, weight_hr: Map | None = None) -> bool:
-    """Whether the native loop runs these inputs: CPU float32/float64, and a W_hh (and W_hr) with a native form.
-    A structured W_ih is fine: its product is then computed before the loop."""
+    """Whether the native loop runs these inputs: CPU float32/float64, and a W_hh (and W_hr) with a native form, or
+    bfloat16 with dense weights. A structured W_ih is fine: its product is then computed before the loop."""
     return _runs(native_form(weight_hh, weight_hr), x, h0, c0, weight_ih, bias, peephole)
 
 
@@ -69,7 +84,8 @@ def native_layer(x: Tensor, batch_sizes: list[int] | None, h0: Tensor, c0: Tenso
     form = native_form(weight_hh, weight_hr)
     if not _runs(form, x, h0, c0, weight_ih, bias, peephole):
         raise ValueError("the native engine runs CPU float32/float64 tensors with a dense weight_hh and weight_hr, "
-                         "or without weight_hr a low-rank, diagonal or grouped weight_hh; use impl='auto' or 'fused'")
+                         "or without weight_hr a low-rank, diagonal or grouped weight_hh, and bfloat16 tensors with "
+                         "dense weights; use impl='auto' or 'fused'")
     if differentiating_transform():
         return reference_layer(x, batch_sizes, h0, c0, weight_ih, weight_hh, bias, peephole, weight_hr, reverse)
     return _run(form, x, batch_sizes, h0, c0, weight_ih, bias, peephole, reverse)
@@ -79,11 +95,15 @@ def _run(form: NativeRecurrent, x: Tensor, batch_sizes: list[int] | None, h0: Te
          bias: Tensor | None, peephole: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
     if not isinstance(weight_ih, Tensor):  # a structured input map: its product for all rows at once, (N, 4H)
         x, weight_ih = maps.apply(weight_ih, x), None
+    precision = _precision(form, x, h0, c0, weight_ih, bias, peephole)
     state = form.initial_state(h0)  # (B, P), or r_0 = V h_0 (B, r) for a low-rank W_hh
     training = needs_grad(x, state, c0, weight_ih, bias, peephole, form.weight_hh, form.weight_hr)
     out, h_n, c_n, _, _, h_seq = ops.lstm_forward(
         x, weight_ih, bias, state, c0, form.weight_hh, peephole, form.weight_hr, batch_sizes=batch_sizes,
-        reverse=reverse, kind=form.kind, groups=form.groups, training=training, keep_h=form.internal_projection)
+        reverse=reverse, kind=form.kind, groups=form.groups, training=training, keep_h=form.internal_projection,
+        precision=precision)
+    if precision == "bf16":  # out, h_n bfloat16 and c_n float32 from the op: the contract's dtype, x's
+        return out.to(x.dtype), h_n.to(x.dtype), c_n.to(x.dtype)
     if form.internal_projection:  # the layer's outputs are h_t, which the loop kept; h_n is each sequence's last
         return h_seq, h_seq.index_select(0, last_rows(batch_sizes, reverse, x.shape[0], h0.shape[0], x.device)), c_n
     return out, h_n, c_n

@@ -13,11 +13,12 @@ import torch
 from lstmkit.engine import ops
 from lstmkit.engine.loop_reference import loop_reference
 
-OPTIONS = ("batch_sizes", "reverse", "kind", "groups")
+OPTIONS = ("batch_sizes", "reverse", "kind", "groups", "precision")
 
 
 def setup_context(ctx, inputs, keyword_only_inputs, output):
-    ctx.options = {k: keyword_only_inputs[k] for k in OPTIONS}
+    ctx.options = {k: keyword_only_inputs[k] for k in OPTIONS if k != "precision"}
+    ctx.options["precision"] = keyword_only_inputs.get("precision", "input")  # a caller may leave it default
     ctx.keep_h = keyword_only_inputs["keep_h"]
     out, _, _, acts, cells, _ = output
     ctx.save_for_backward(*inputs, out)
