@@ -141,7 +141,7 @@ def test_fma_ceiling_bounds_the_measured_gemm_rate():
     # alternating samples, the best ceiling so far bounding a GEMM rate (10 % for a slow spell)
     ceiling, rates = 0.0, []
     for _ in range(5):
-        ceiling = max(ceiling, peak.fma_ceiling("cpu", tries=3))
+        ceiling = max(ceiling, peak.fma_ceiling("cpu"))
         rates.append(peak.gemm_gflops("torch.mm", 256, 256, 256, repeats=3, warmup=1))
         if min(rates) < 1.1 * ceiling:
             break

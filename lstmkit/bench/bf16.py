@@ -96,7 +96,7 @@ def run(cfg) -> dict:
     names = list(shape_table) if cfg.quick else cfg.shapes.split(",")
     case_list = cases.cases(names, shape_table)
     print("measuring the bf16 dot-product and fp32 FMA ceilings", file=sys.stderr, flush=True)
-    ceilings = {"bf16": dot_ceiling(tries=3), "fp32": fma_ceiling(tries=3)}
+    ceilings = {"bf16": dot_ceiling(), "fp32": fma_ceiling()}
     if not ceilings["bf16"]:  # no vdpbf16ps: the bf16 loop runs two fp32 FMAs per pair, so fp32's bound
         ceilings["bf16"] = ceilings["fp32"]
     rounds = []

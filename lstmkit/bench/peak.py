@@ -44,9 +44,13 @@ def shape_key(M: int, K: int, N: int) -> str:
     return f"{M}x{K}x{N}"
 
 
-def fma_ceiling(device="cpu", tries: int = 5) -> float | None:
+CEILING_ITERATIONS = 300_000  # one ceiling run: about 1.3 ms, short enough to find the cores undisturbed on a shared
+# machine (runs of 0.1 s measured half the rate here: some other process took a core for part of every run)
+
+
+def fma_ceiling(device="cpu", tries: int = 30) -> float | None:
     """GFLOP/s of fp32 vector FMAs on registers alone on all of torch's threads, the best of `tries` runs of about
-    0.1 s: what the cores' FMA units can do at all. None off the CPU or without the native extension."""
+    1 ms: what the cores' FMA units can do at all. None off the CPU or without the native extension."""
     if torch.device(device).type != "cpu":
         return None
     from lstmkit.engine.native import extension
@@ -54,10 +58,10 @@ def fma_ceiling(device="cpu", tries: int = 5) -> float | None:
     ext = extension()
     if ext is None:
         return None
-    return max(ext.fma_ceiling(torch.get_num_threads(), 10_000_000) for _ in range(tries))
+    return max(ext.fma_ceiling(torch.get_num_threads(), CEILING_ITERATIONS) for _ in range(tries))
 
 
-def dot_ceiling(device="cpu", tries: int = 5) -> float | None:
+def dot_ceiling(device="cpu", tries: int = 30) -> float | None:
     """GFLOP/s of bf16 dot products (vdpbf16ps) on registers alone on all of torch's threads, best of `tries`:
     the bf16 loop's bound, about twice the fp32 FMA ceiling here. None off the CPU, without the native extension
     or without the instructions."""
@@ -68,7 +72,7 @@ def dot_ceiling(device="cpu", tries: int = 5) -> float | None:
     ext = extension()
     if ext is None or not ext.bf16_dot_instructions():
         return None
-    return max(ext.dot_ceiling(torch.get_num_threads(), 10_000_000) for _ in range(tries))
+    return max(ext.dot_ceiling(torch.get_num_threads(), CEILING_ITERATIONS) for _ in range(tries))
 
 
 def measure_peak(shapes: Iterable[tuple[int, int, int]], repeats: int, warmup: int, device="cpu") -> dict:
@@ -82,7 +86,7 @@ def measure_peak(shapes: Iterable[tuple[int, int, int]], repeats: int, warmup: i
     for s in shapes:  # the ceiling sampled between the shapes, over the same minutes: a slow spell hits both alike
         for b in gflops:
             gflops[b][shape_key(*s)] = gemm_gflops(b, *s, repeats, warmup, device)
-        ceilings.append(fma_ceiling(device, tries=2))
+        ceilings.append(fma_ceiling(device, tries=10))
     best = {b: max(rates.values()) for b, rates in gflops.items()}
     peak_backend = max(best, key=best.get)
     peak_shape = max(gflops[peak_backend], key=gflops[peak_backend].get)
