@@ -10,6 +10,8 @@ The targets are the main-job issue's, for Tiny Shakespeare (first 90 % train, la
 from __future__ import annotations
 
 import csv
+import datetime
+import json
 import os
 import shlex
 import shutil
@@ -76,7 +78,7 @@ def run(cfg) -> dict:
         print(f"quality: lstmkit {shlex.join(args)}", file=sys.stderr, flush=True)
         if out.exists():  # the study's own run folder from an earlier run: a rerun replaces it
             shutil.rmtree(out)
-        start = time.perf_counter()
+        start, load_before = time.perf_counter(), report.load_average()
         code = subprocess.run([sys.executable, "-m", "lstmkit", *args], stdout=subprocess.DEVNULL).returncode
         if code != 0:
             raise SystemExit(f"quality: `lstmkit {shlex.join(args)}` failed with exit code {code} (its error is "
@@ -91,19 +93,41 @@ def run(cfg) -> dict:
                      "final_valid_bits": last["valid_bits"], "best_valid_loss": best["valid_loss"],
                      "steps": int(last["step"]), "tokens": int(last["tokens"]), "train_s": last["elapsed_s"],
                      "wall_s": wall, "tokens_per_s": last["tokens"] / last["elapsed_s"],
-                     "passes": last["valid_loss"] <= recipe.target, "curve": curve})
-    return {"data": cfg.data, "rows": rows}
+                     "passes": last["valid_loss"] <= recipe.target, "curve": curve,
+                     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                     "load_average": {"before": load_before, "after": report.load_average()}})
+    rows += earlier_rows(cfg, root, budgets)
+    return {"data": cfg.data, "rows": sorted(rows, key=lambda r: r["budget_s"])}
+
+
+def earlier_rows(cfg, root: Path, budgets: list[float]) -> list[dict]:
+    """The rows of the recipes not run this time from the JSON this study writes over, where their command is
+    still the recipe's (so `--budgets 180` keeps a 30-minute row measured before, and drops a stale one)."""
+    path = Path(cfg.json) if cfg.json else Path(cfg.out) / f"{SECTION}.json" if cfg.out else None
+    if path is None or not path.is_file() or cfg.quick:
+        return []
+    previous = json.loads(path.read_text()).get("rows", [])
+    current = {r.budget: "lstmkit " + shlex.join([*train_command(cfg.data, r, root / f"{r.budget:g}s", False)[:-1],
+                                                  os.path.relpath(root / f"{r.budget:g}s")]) for r in RECIPES}
+    return [r for r in previous if r["budget_s"] not in budgets and current.get(r["budget_s"]) == r["command"]]
 
 
 HEADERS = ["budget", "command", "valid loss (nats/char)", "bits/char", "target", "pass", "steps", "tokens",
-           "tokens/s", "training s", "wall s (with evaluation)"]
+           "tokens/s", "training s", "wall s (with evaluation)", "measured (load average before, after)"]
+
+
+def _when(r: dict) -> str:
+    load = r.get("load_average") or {}
+    if load.get("before") is None:
+        return r.get("date", "")
+    return f"{r.get('date', '')} ({load['before']:.1f}, {load['after']:.1f})"
 
 
 def markdown(results: dict, image: str | None = None) -> str:
     rows = [[f"{r['budget_s'] / 60:g} min", f"`{r['command']}`", f"{r['final_valid_loss']:.4f}",
              f"{r['final_valid_bits']:.4f}", f"≤ {r['target']:.2f}", "pass" if r["passes"] else "FAIL",
              f"{r['steps']:,}", f"{r['tokens']:,}", f"{r['tokens_per_s']:,.0f}", f"{r['train_s']:.0f}",
-             f"{r['wall_s']:.0f}"] for r in results["rows"]]
+             f"{r['wall_s']:.0f}", _when(r)] for r in results["rows"]]
     why = "\n".join(f"- {r['budget_s'] / 60:g} min: {r['why']}." for r in results["rows"])
     parts = [f"## Quality: `lstmkit train --time-budget` on {Path(results['data']).name}",
              report.provenance(results["env"]),
