@@ -20,7 +20,7 @@ def test_quick_quality_study_reports_the_runs_metrics(tmp_path):
     [row] = results["rows"]
     metrics = quality.read_metrics(tmp_path / "runs" / "quality" / "180s")
     assert row["final_valid_loss"] == metrics[-1]["valid_loss"] and row["steps"] == 3
-    assert row["passes"] == (row["final_valid_loss"] <= 1.50)
+    assert row["passes"] == (row["final_valid_loss"] <= 1.42)
     md = (tmp_path / "BENCHMARKS.md").read_text()
     assert "<!-- bench:quality -->" in md and "(benchmarks/quality.png)" in md and f"{row['final_valid_loss']:.4f}" in md
     # a rerun replaces the study's own run folder (lstmkit train would refuse to write over a run)

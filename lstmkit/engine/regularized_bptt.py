@@ -119,7 +119,7 @@ class RegularizedRecurrence(torch.autograd.Function):
                 d_h0[rows:dh.shape[0]], d_c0[rows:dc.shape[0]] = dh[rows:], dc[rows:]
                 dh, dc = dh[:rows], dc[:rows]
             dh = dh + d_out[r]  # dL/dh_t: from the output and from step t+1
-            dh_new = dh if keep_h is None else (1 - keep_h[r]) * dh  # dL/dh̃_t (dL/dr̃_t): h_t = d h_{t-1} + (1-d) h̃_t
+            dh_new = dh if keep_h is None else (1 - keep_h[r]) * dh  # dL/dh̃_t (r̃_t): h_t = d h_{t-1} + (1-d) h̃_t
             dc_new = dc if keep_c is None else (1 - keep_c[r]) * dc  # dL/dc̃_t from c_t = d c_{t-1} + (1-d) c̃_t
             if weight_hr is not None:
                 d_out_total[r] = dh_new

@@ -23,7 +23,8 @@ class SequenceModel(nn.Module):
 
     def __init__(self, input_size: int, output_size: int, cfg: ModelConfig, last_only: bool):
         super().__init__()
-        awd = {flag: p for flag, p in (("--weight-drop", cfg.weight_drop), ("--embedding-dropout", cfg.embedding_dropout),
+        awd = {flag: p for flag, p in (("--weight-drop", cfg.weight_drop),
+                                       ("--embedding-dropout", cfg.embedding_dropout),
                                        ("--locked-input-dropout", cfg.locked_input_dropout),
                                        ("--locked-output-dropout", cfg.locked_output_dropout)) if p}
         if awd:
