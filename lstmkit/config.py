@@ -92,6 +92,21 @@ class ModelConfig(Checked):
     tie_weights: bool = option(False, "share one matrix between embedding and decoder (embedding size == P or H)",
                                aliases=("tie",))
     structure: str = option("dense", "how the LSTM's weight matrices are stored", choices=structures)
+    layer_norm: bool = option(False, "layer-normalized LSTM (Ba et al. 2016): LayerNorm on W_ih x_t, W_hh h_{t-1} "
+                                     "and the cell before its tanh")
+    cell_zoneout: float = option(0.0, "zoneout (Krueger et al. 2017): probability that a cell unit keeps its "
+                                      "previous value at a training step", range=FRACTION)
+    hidden_zoneout: float = option(0.0, "zoneout: probability that a hidden unit (the projected one with "
+                                        "--proj-size) keeps its previous value at a training step", range=FRACTION)
+    weight_drop: float = option(0.0, "AWD-LSTM weight drop: DropConnect on W_hh, one mask per forward call",
+                                range=Range(0, 1, high_open=True))
+    locked_input_dropout: float = option(0.0, "locked (variational) dropout on the LSTM's input: one mask per "
+                                              "sequence, shared across time", range=Range(0, 1, high_open=True))
+    locked_output_dropout: float = option(0.0, "locked (variational) dropout on the LSTM's output: one mask per "
+                                               "sequence, shared across time", range=Range(0, 1, high_open=True))
+    embedding_dropout: float = option(0.0, "embedding dropout: drops whole tokens' embedding vectors (rows of "
+                                           "the embedding matrix), one mask per forward call",
+                                      range=Range(0, 1, high_open=True))
 
     def __post_init__(self):
         super().__post_init__()

@@ -13,6 +13,8 @@ from lstmkit import autocast, checks, maps
 from lstmkit.cell import OutputLayer
 from lstmkit.engine import aten, layer_function, reference_layer
 from lstmkit.engine.onnx import refuse_packed_export
+from lstmkit.engine.regularized import regularized_layer_function, regularized_reference_layer
+from lstmkit.engine.regularized_cell import Norm, Regularization, bernoulli_mask, keep_mask
 from lstmkit.errors import InputError
 from lstmkit.maps import MapSpec
 
@@ -26,6 +28,11 @@ class LSTM(nn.Module):
     lstmkit adds (keyword-only): `peephole` (weight_peephole_l{k}, (3, H): w_ci, w_cf, w_co), an output layer
     y_t = φ(W_y h_t + b_y) on the top layer's outputs (`output_size`, `output_activation`) and the engine
     implementation `impl` ("auto", "fused", "native", "reference", "aten": torch's own kernel; see lstmkit.engine).
+    `layer_norm=True` adds per layer and direction torch.nn.LayerNorm submodules layer_norm_ih_l{k} and
+    layer_norm_hh_l{k} (4H) and layer_norm_c_l{k} (H); `cell_zoneout` and `hidden_zoneout` (z in [0, 1]) keep
+    each unit's previous c (h, or r with projection) with probability z in training, and mix in z in eval; the
+    equations are in lstmkit/engine/regularized_cell.py. `zoneout_mask(rows, width, z, like)` draws the masks
+    (torch's generator; replaceable, e.g. to fix them in a test).
 
     Weight structures (see lstmkit.maps): `input`, `recurrent` and `projection` take a MapSpec for W_ih, W_hh
     and W_hr; `gates` one for the joint [W_ih, W_hh]. A structured weight is a submodule under the same name
@@ -36,7 +43,8 @@ class LSTM(nn.Module):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
                  device=None, dtype=None, *, peephole: bool = False, output_size: int = 0,
                  output_activation: str = "identity", impl: str = "auto", input: MapSpec | None = None,
-                 recurrent: MapSpec | None = None, projection: MapSpec | None = None, gates: MapSpec | None = None):
+                 recurrent: MapSpec | None = None, projection: MapSpec | None = None, gates: MapSpec | None = None,
+                 layer_norm: bool = False, cell_zoneout: float = 0.0, hidden_zoneout: float = 0.0):
         super().__init__()
         self.input_size = checks.positive_int("input_size", input_size)
         self.hidden_size = checks.positive_int("hidden_size", hidden_size)
@@ -51,6 +59,15 @@ class LSTM(nn.Module):
         layer_function(impl)  # validates the name
         self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
         self.peephole, self.impl = bool(peephole), impl
+        self.layer_norm = bool(layer_norm)
+        self.cell_zoneout = checks.probability("cell_zoneout", cell_zoneout)
+        self.hidden_zoneout = checks.probability("hidden_zoneout", hidden_zoneout)
+        self.zoneout_mask = bernoulli_mask
+        if self._regularizers():
+            regularized_layer_function(impl, self._regularizers())  # validates impl for these options
+            if peephole:
+                raise ValueError("layer norm and zoneout are written for the LSTM without peepholes (as haste's "
+                                 f"LayerNormLSTM); given peephole=True with {self._regularizers()}")
         self.mode = "LSTM"
         kw = {"device": device, "dtype": dtype}
         H, P = hidden_size, proj_size or hidden_size
@@ -76,9 +93,32 @@ class LSTM(nn.Module):
                     raise ValueError("projection= needs proj_size > 0")
                 if peephole:
                     self.register_parameter(f"weight_peephole_l{k}{sfx}", nn.Parameter(torch.empty(3, H, **kw)))
+                if layer_norm:
+                    for name, features in (("ih", 4 * H), ("hh", 4 * H), ("c", H)):
+                        self.add_module(f"layer_norm_{name}_l{k}{sfx}", nn.LayerNorm(features, eps=1e-5, **kw))
         self.output_layer = (OutputLayer(D * P, checks.positive_int("output_size", output_size), output_activation,
                                          **kw) if output_size else None)
         self.reset_parameters()
+
+    def _regularizers(self) -> str:
+        """The options that change the cell equations beyond torch.nn.LSTM's, e.g. "layer_norm=True"; empty if none."""
+        return ", ".join(f"{name}={getattr(self, name)!r}" for name, default in (
+            ("layer_norm", False), ("cell_zoneout", 0.0), ("hidden_zoneout", 0.0)) if getattr(self, name) != default)
+
+    def _regularization(self, k: int, sfx: str, like: Tensor, dtype: torch.dtype | None = None) -> dict:
+        """{"regularization": the record of layer k, direction sfx} for x `like` (N, ...) rows; {} without these
+        options. Zoneout masks are drawn here, once per call (each layer and direction its own)."""
+        if not self._regularizers():
+            return {}
+        cast = (lambda t: t) if dtype is None else (lambda t: autocast.cast(t, dtype))  # noqa: E731
+        norms = [None] * 3
+        if self.layer_norm:
+            norms = [Norm(cast(m.weight), cast(m.bias), m.eps) for m in (
+                getattr(self, f"layer_norm_{name}_l{k}{sfx}") for name in ("ih", "hh", "c"))]
+        N, H, P = like.shape[0], self.hidden_size, self.proj_size or self.hidden_size
+        keep_c = keep_mask(self.cell_zoneout, N, H, self.training, like, self.zoneout_mask)  # (N, H)
+        keep_h = keep_mask(self.hidden_zoneout, N, P, self.training, like, self.zoneout_mask)  # (N, P)
+        return {"regularization": Regularization(*norms, keep_c, keep_h)}
 
     def _suffixes(self) -> tuple[str, ...]:
         return ("", "_reverse") if self.bidirectional else ("",)
@@ -95,6 +135,9 @@ class LSTM(nn.Module):
         bound = 1.0 / math.sqrt(self.hidden_size)
         for p in self._parameters.values():
             nn.init.uniform_(p, -bound, bound)
+        for name, m in self.named_children():
+            if name.startswith("layer_norm_"):  # gain 1, bias 0
+                m.reset_parameters()
 
     def flatten_parameters(self) -> None:
         """As torch.nn.LSTM's: on CUDA, dense weights become views into one flat cuDNN buffer, so torch's kernel
@@ -183,9 +226,10 @@ class LSTM(nn.Module):
         if packed and sorted_indices is not None:
             h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
 
-        run = layer_function(self.impl)
+        regularized = self._regularizers()
+        run = regularized_layer_function(self.impl, regularized) if regularized else layer_function(self.impl)
         if not packed and B == 0:  # an empty batch: the reference loop's empty products keep the weights' graph
-            run, batch_sizes = reference_layer, [0] * T
+            run, batch_sizes = regularized_reference_layer if regularized else reference_layer, [0] * T
         engine = contextlib.nullcontext()
         if amp is not None:  # everything cast here, through autograd; the engine then runs with autocast off
             dtypes = autocast.lstm_dtypes(ref.device.type, amp, x.dtype, c0.dtype, packed=packed,
@@ -197,7 +241,8 @@ class LSTM(nn.Module):
             for k in range(L):
                 outputs = []
                 for d, sfx in enumerate(self._suffixes()):
-                    out, h, c = run(x, batch_sizes, h0[k * D + d], c0[k * D + d], **self._direction(k, sfx, amp))
+                    out, h, c = run(x, batch_sizes, h0[k * D + d], c0[k * D + d], **self._direction(k, sfx, amp),
+                                    **self._regularization(k, sfx, x, amp))
                     outputs.append(out)  # (N, P)
                     h_n.append(h)
                     c_n.append(c)
@@ -255,6 +300,9 @@ class LSTM(nn.Module):
         if self.peephole or self.output_layer is not None:
             raise ValueError("torch.nn.LSTM has no peepholes or output layer; this LSTM has "
                              f"peephole={self.peephole}, output layer={self.output_layer is not None}")
+        if self._regularizers():
+            raise ValueError("torch.nn.LSTM has no layer norm or zoneout, so no torch.nn.LSTM computes this LSTM's "
+                             f"function; this LSTM has {self._regularizers()}")
         w = maps.reference(self.weight_ih_l0)
         lstm = nn.LSTM(self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first, self.dropout,
                        self.bidirectional, self.proj_size, device=w.device, dtype=w.dtype)
@@ -274,7 +322,8 @@ class LSTM(nn.Module):
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
-                              ("bidirectional", False), ("proj_size", 0), ("peephole", False), ("impl", "auto")):
+                              ("bidirectional", False), ("proj_size", 0), ("peephole", False), ("impl", "auto"),
+                              ("layer_norm", False), ("cell_zoneout", 0.0), ("hidden_zoneout", 0.0)):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
         return s

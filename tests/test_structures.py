@@ -290,6 +290,7 @@ def test_structures_study_runs(tmp_path):
     from lstmkit.engine import native
     engines = {r["structure"]: r["engine"] for r in rows}
     # grouped: groups of 4 units at the quick shape's H = 16, not whole vectors, so fused
-    native_ones = {"lowrank", "lowrank-joint", "diagonal"} if native.available() else set()
+    native_ones = {"plain", "lowrank", "lowrank-joint", "diagonal"} if native.available() else set()
     assert {name for name, e in engines.items() if e == "native"} == native_ones  # dense and floor: impl='fused'
+    assert engines["layer-norm"] == "fused"  # the native loop has no layer norm
     assert "<!-- bench:structures -->" in (tmp_path / "BENCHMARKS.md").read_text()

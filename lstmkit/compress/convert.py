@@ -54,8 +54,13 @@ def _rebuild(lstm: LSTM, **specs: MapSpec | None) -> LSTM:
     ref = maps.reference(lstm.weight_ih_l0)  # dtype and device
     new = LSTM(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias, lstm.batch_first, lstm.dropout,
                lstm.bidirectional, lstm.proj_size, device=ref.device, dtype=ref.dtype, peephole=lstm.peephole,
-               impl=lstm.impl, **specs)
+               impl=lstm.impl, layer_norm=lstm.layer_norm, cell_zoneout=lstm.cell_zoneout,
+               hidden_zoneout=lstm.hidden_zoneout, **specs)
     new.output_layer = copy.deepcopy(lstm.output_layer)
+    new.zoneout_mask = lstm.zoneout_mask
+    for name, norm in lstm.named_children():
+        if name.startswith("layer_norm_"):  # the layer norms' gains and biases, as trained
+            new.get_submodule(name).load_state_dict(norm.state_dict())
     return new
 
 

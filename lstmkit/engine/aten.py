@@ -29,6 +29,7 @@ class Layers:
 def layers(module: nn.Module) -> Layers:
     """The `Layers` of an lstmkit.LSTM: its device and what in it torch's kernel has no form for."""
     blockers = ("peephole=True",) if module.peephole else ()
+    blockers += (module._regularizers(),) if module._regularizers() else ()  # layer norm, zoneout
     blockers += tuple(f"{name} is a {type(w).__name__}" for name, w in zip(module._flat_weights_names,
                                                                            module._flat_weights)
                       if not isinstance(w, Tensor))  # a weight structure (lstmkit.maps), not a dense tensor

@@ -9,6 +9,7 @@ from torch import nn
 
 from lstmkit.config import DataConfig, ModelConfig
 from lstmkit.data import Corpus, Streams, Vocab, load_corpus
+from lstmkit.models.regularizers import embedding_dropout, locked_dropout, run_with, weight_drop
 from lstmkit.models.structure import build_lstm
 from lstmkit.models.task import Batch
 
@@ -26,6 +27,8 @@ class LanguageModel(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
         self.lstm = build_lstm(cfg, embedding_dim)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.weight_drop, self.embedding_dropout = cfg.weight_drop, cfg.embedding_dropout
+        self.locked_input_dropout, self.locked_output_dropout = cfg.locked_input_dropout, cfg.locked_output_dropout
         self.decoder = nn.Linear(output_size, vocab_size)
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         nn.init.zeros_(self.decoder.bias)
@@ -35,8 +38,11 @@ class LanguageModel(nn.Module):
             nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
 
     def forward(self, x: torch.Tensor, state=None):
-        e = self.dropout(self.embedding(x))  # (T, B, E)
-        y, state = self.lstm(e, state)  # (T, B, P or H)
+        e = self.dropout(embedding_dropout(self.embedding, x, self.embedding_dropout, self.training))  # (T, B, E)
+        e = locked_dropout(e, self.locked_input_dropout, self.training)
+        dropped = weight_drop(self.lstm, self.weight_drop, self.training)  # W_hh, one DropConnect mask per call
+        y, state = run_with(self.lstm, dropped, e, state)  # (T, B, P or H)
+        y = locked_dropout(y, self.locked_output_dropout, self.training)
         return self.decoder(self.dropout(y)), state  # (T, B, V)
 
     @torch.no_grad()

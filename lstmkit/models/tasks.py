@@ -23,6 +23,13 @@ class SequenceModel(nn.Module):
 
     def __init__(self, input_size: int, output_size: int, cfg: ModelConfig, last_only: bool):
         super().__init__()
+        awd = {flag: p for flag, p in (("--weight-drop", cfg.weight_drop),
+                                       ("--embedding-dropout", cfg.embedding_dropout),
+                                       ("--locked-input-dropout", cfg.locked_input_dropout),
+                                       ("--locked-output-dropout", cfg.locked_output_dropout)) if p}
+        if awd:
+            raise ValueError(f"{', '.join(awd)} regularize the language model (--task lm); the long-memory tasks "
+                             f"have no embedding or such options; given {awd}")
         self.lstm = build_lstm(cfg, input_size)
         self.readout = nn.Linear(cfg.proj_size or cfg.hidden_size, output_size)
         self.last_only = last_only
