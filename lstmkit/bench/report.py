@@ -64,7 +64,7 @@ def busy_note(env: dict) -> str:
     others = max(load["before"], load["after"] - env["threads"])
     if others <= env["cores"] / 2:
         return ""
-    return (f"**The machine was busy**: other processes kept about {others:.0f} threads runnable on "
+    return (f"**The machine was busy**: other processes kept about {others:.0f} thread{'' if round(others) == 1 else 's'} runnable on "
             f"{env['cores']} cores, so these times are inflated and noisy, small products and multi-threaded "
             "kernels most. Rerun on an idle machine before drawing conclusions from them.")
 
