@@ -6,6 +6,8 @@ come after the loop from ONE call over all T*B rows (see ARCHITECTURE.md).
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -31,6 +33,18 @@ SECOND_DERIVATIVES = (
     "gates, sparse, quantized, a structured projection) has a first derivative only, and this backward was asked "
     "for its graph (create_graph=True, a gradient penalty): use impl='reference' (autograd through the readable "
     "loop) for this model, or a layer the default engine runs natively (dense, low-rank, diagonal, grouped)")
+
+
+def first_derivative_only(backward):
+    """A hand-written autograd.Function backward, run without grad; with create_graph=True (grad mode on in the
+    backward) it refuses, since its gradients would carry no graph: a silent zero for a second derivative."""
+    @functools.wraps(backward)
+    def run(ctx, *grads):
+        if torch.is_grad_enabled():
+            raise RuntimeError(SECOND_DERIVATIVES)
+        with torch.no_grad():
+            return backward(ctx, *grads)
+    return run
 
 
 class Recurrence(torch.autograd.Function):
@@ -78,14 +92,8 @@ class Recurrence(torch.autograd.Function):
         return out, h_n, c_n
 
     @staticmethod
+    @first_derivative_only
     def backward(ctx, d_out: Tensor, d_h_n: Tensor, d_c_n: Tensor):
-        if torch.is_grad_enabled():  # create_graph=True: these gradients would carry no graph, a silent zero
-            raise RuntimeError(SECOND_DERIVATIVES)
-        with torch.no_grad():
-            return Recurrence._backward(ctx, d_out, d_h_n, d_c_n)
-
-    @staticmethod
-    def _backward(ctx, d_out: Tensor, d_h_n: Tensor, d_c_n: Tensor):
         batch_sizes, reverse, weight_hh, weight_hr = ctx.cfg
         acts, cells, cells_prev, hiddens_prev, peephole, mids = ctx.saved_tensors
         chain = factors(weight_hh)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from lstmkit import maps
-from lstmkit.engine.bptt import SECOND_DERIVATIVES
+from lstmkit.engine.bptt import first_derivative_only
 from lstmkit.engine.hoisted import input_product
 from lstmkit.engine.regularized_cell import Norm, Regularization, normalize
 from lstmkit.engine.schedule import resolve, steps
@@ -92,14 +92,8 @@ class RegularizedRecurrence(torch.autograd.Function):
         return out, h_n, c_n
 
     @staticmethod
+    @first_derivative_only
     def backward(ctx, d_out: Tensor, d_h_n: Tensor, d_c_n: Tensor):
-        if torch.is_grad_enabled():  # create_graph=True: these gradients would carry no graph, a silent zero
-            raise RuntimeError(SECOND_DERIVATIVES)
-        with torch.no_grad():
-            return RegularizedRecurrence._backward(ctx, d_out, d_h_n, d_c_n)
-
-    @staticmethod
-    def _backward(ctx, d_out: Tensor, d_h_n: Tensor, d_c_n: Tensor):
         batch_sizes, reverse, weight_hh, weight_hr, norm_hh, norm_c = ctx.cfg
         acts, cells_new, tanh_y, cells_prev, hiddens_prev, rec, stats, keep_c, keep_h = ctx.saved_tensors
         H = cells_new.shape[1]
