@@ -18,6 +18,7 @@ test: $(BIN)/lstmkit         ## set up, then run the tests
 
 DATA ?= ../shared/data/tinyshakespeare.txt
 
-bench: $(BIN)/lstmkit        ## regenerate every section of BENCHMARKS.md and benchmarks/*.json (about 65 min)
-	for study in engine fusion structures compress; do $(BIN)/lstmkit bench --study $$study --out benchmarks || exit 1; done
-	$(BIN)/lstmkit bench --study quality --data $(DATA) --out benchmarks
+bench: $(BIN)/lstmkit        ## regenerate every section of BENCHMARKS.md and benchmarks/*.json (about 85 min)
+	for study in engine fusion structures compress forecast; do $(BIN)/lstmkit bench --study $$study --out benchmarks || exit 1; done
+	$(BIN)/lstmkit bench --precision bf16 --out benchmarks
+	for study in quality precision; do $(BIN)/lstmkit bench --study $$study --data $(DATA) --out benchmarks || exit 1; done
