@@ -16,7 +16,7 @@ from lstmkit.engine.hoisted import input_product
 from lstmkit.engine.inference import inference_layer, needs_grad
 from lstmkit.engine.reference import reference_layer
 from lstmkit.engine.transforms import differentiating_transform
-from lstmkit.engine.schedule import resolve, steps
+from lstmkit.engine.schedule import enter_in_place, resolve, steps
 from lstmkit.engine.step import new_buffer, step_backward, step_forward
 from lstmkit.maps import Compose, Map
 from lstmkit.rowsum import sum_of_products
@@ -68,11 +68,7 @@ class Recurrence(torch.autograd.Function):
         h, c = h0[:schedule[0][2]], c0[:schedule[0][2]]
         for t, start, rows in schedule:
             r = slice(start, start + rows)
-            if rows < h.shape[0]:  # sequences [rows:] ended at the previous step
-                h_n[rows:h.shape[0]], c_n[rows:h.shape[0]] = h[rows:], c[rows:]
-                h, c = h[:rows], c[:rows]
-            elif rows > h.shape[0]:  # (reverse direction) sequences [len(h):rows] start here
-                h, c = torch.cat((h, h0[h.shape[0]:rows])), torch.cat((c, c0[c.shape[0]:rows]))
+            h, c = enter_in_place(h, c, rows, h0, c0, h_n, c_n)
             hiddens_prev[r], cells_prev[r] = h, c
             gates = acts[r]  # (rows, 4H): the pre-activations, then the activated gates
             if chain:  # R = outer ∘ inner: the middle kept for the weight gradients

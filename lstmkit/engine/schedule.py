@@ -33,6 +33,18 @@ def steps(batch_sizes: list[int], reverse: bool) -> list[tuple[int, int, int]]:
     return [(t, starts[t], batch_sizes[t]) for t in order]
 
 
+def enter_in_place(h: Tensor, c: Tensor, rows: int, h0: Tensor, c0: Tensor, h_n: Tensor, c_n: Tensor):
+    """The state (h, c) entering a step of `rows` rows, for the fused loops that write the final states into
+    preallocated h_n (B, P), c_n (B, H): sequences [rows:] that ended at the previous step leave their state there;
+    (reverse direction) sequences [len(h):rows] start here from (h0, c0)."""
+    if rows < h.shape[0]:
+        h_n[rows:h.shape[0]], c_n[rows:h.shape[0]] = h[rows:], c[rows:]
+        return h[:rows], c[:rows]
+    if rows > h.shape[0]:
+        return torch.cat((h, h0[h.shape[0]:rows])), torch.cat((c, c0[c.shape[0]:rows]))
+    return h, c
+
+
 class Carry:
     """The state (h, c) a loop in PyTorch ops carries along the walk, rows of the running sequences first.
 
