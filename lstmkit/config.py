@@ -245,6 +245,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
             kwargs.update(type=type(f.default), choices=choices_of(f))
             if f.metadata["range"] is not None:
                 kwargs["help"] = f"{f.metadata['help']} ({f.metadata['range'].text()})"
+        kwargs["help"] = kwargs["help"].replace("%", "%%")  # argparse formats help with %: a literal % is %%
         group.add_argument(*flag_names(f), **kwargs)
 
 

@@ -127,9 +127,11 @@ def grads(model, x, amp):
     return (out, h, c), {n: p.grad for n, p in model.named_parameters()} | {"input": x.grad}
 
 
-@pytest.mark.parametrize("kw", [{}, {"proj_size": P}, {"num_layers": 2}], ids=str)
-def test_autocast_training_gradients_are_near_fp32(kw, monkeypatch):
-    _, ours, x = close_to_torch(kw, False)
+@pytest.mark.parametrize("kw,packed", [({}, False), ({"proj_size": P}, False), ({"num_layers": 2}, False),
+                                       ({"bidirectional": True}, False), ({"bidirectional": True, "proj_size": P}, True)],
+                         ids=str)
+def test_autocast_training_gradients_are_near_fp32(kw, packed, monkeypatch):
+    _, ours, x = close_to_torch(kw, packed)
     precisions = []
     forward = ops.lstm_forward
 

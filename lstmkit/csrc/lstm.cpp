@@ -542,6 +542,27 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
 // dW_hh = sum over steps of dG_s^T h_prev_s, as one product over all rows.
 // With `groups` > 1 (a block-diagonal W_hh), only its blocks, as forward takes them: (4H, P / groups), one product
 // per group and gate on column blocks of dG and h_prev as they lie (MKL, which takes any strides).
+// h_prev (N, P): the state entering each row's step, gathered in the walk's row order (h0 for a step's first
+// rows), as a product over all rows reads it.
+at::Tensor previous_states(const at::Tensor& out, const at::Tensor& h0, const Steps& steps) {
+  const int64_t N = out.size(0), P = out.size(1);
+  if (steps.uniform()) {  // a padded batch: the output B rows earlier in the walk
+    const int64_t B = steps.rows[0];
+    if (steps.start[0] != 0) return at::cat({out.narrow(0, B, N - B), h0});  // reverse: step t reads h_{t+1}
+    return at::cat({h0, out.narrow(0, 0, N - B)});
+  }
+  at::Tensor h_prev = empty_large({N, P}, out.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, out.scalar_type(), "lstmkit_h_prev", [&] {
+    at::parallel_for(0, steps.count(), 1, [&](int64_t s0, int64_t s1) {
+      for (int64_t s = s0; s < s1; ++s)
+        for (int64_t b = 0; b < steps.rows[s]; ++b)
+          std::memcpy(h_prev.data_ptr<scalar_t>() + (steps.start[s] + b) * P,
+                      steps.prev(s, b, out.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), P), P * sizeof(scalar_t));
+    });
+  });
+  return h_prev;
+}
+
 at::Tensor recurrent_weight_grad(const at::Tensor& d_gates, const at::Tensor& out, const at::Tensor& h0,
                                  const Steps& steps, int64_t groups) {
   const int64_t N = d_gates.size(0), P = out.size(1), H = d_gates.size(1) / 4, h = H / groups, c = P / groups;
@@ -563,16 +584,7 @@ at::Tensor recurrent_weight_grad(const at::Tensor& d_gates, const at::Tensor& ou
     }
     return grad;
   }
-  at::Tensor h_prev = empty_large({N, P}, out.options());  // (N, P): gathered, since packed steps don't line up
-  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "lstmkit_h_prev", [&] {
-    at::parallel_for(0, steps.count(), 1, [&](int64_t s0, int64_t s1) {
-      for (int64_t s = s0; s < s1; ++s)
-        for (int64_t b = 0; b < steps.rows[s]; ++b)
-          std::memcpy(h_prev.data_ptr<scalar_t>() + (steps.start[s] + b) * P,
-                      steps.prev(s, b, out.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), P), P * sizeof(scalar_t));
-    });
-  });
-  add(d_gates, h_prev, false);
+  add(d_gates, previous_states(out, h0, steps), false);  // packed steps don't line up: gathered
   return grad;
 }
 
@@ -618,9 +630,19 @@ std::vector<at::Tensor> backward_loop(const at::Tensor& d_out, const at::Tensor&
                                       const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& d_h_seq,
                                       const LoopOptions& options, const Needs& needs);
 
+at::Tensor bf16_operand(const at::Tensor& t) { return t.to(at::kBFloat16); }
+
+// A weight gradient d^T v over all rows (d (N, M) and v (N, K) bf16 operands held in bf16 or float32) with bf16
+// products: oneDNN's bf16 matmul (AVX512_BF16 where the CPU has it), fp32 accumulation and the result rounded to
+// bf16, as torch.nn.LSTM's weight gradients are under autocast; returned in float32. 2-3x the float32 GEMM here.
+at::Tensor bf16_weight_grad(const at::Tensor& d, const at::Tensor& v) {
+  return at::mm(bf16_operand(d).t(), bf16_operand(v)).to(at::kFloat);
+}
+
 // `backward` of a forward with bf16 operands, on the operands as that forward saw them (x, h_0 and the weights
 // rounded to bf16, h_t as it kept them) held in float32: the loop's products with bf16 operands (dG and dr rounded
-// to bf16 as they enter them), its cell and the weight gradients in float32; each gradient in its operand's dtype.
+// to bf16 as they enter them) and the weight gradients' (bf16_weight_grad), its cell in float32; each gradient in its
+// operand's dtype.
 std::vector<at::Tensor> backward_bf16(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
                                       const at::Tensor& acts, const at::Tensor& cells, const at::Tensor& out,
                                       const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
@@ -726,6 +748,14 @@ std::vector<at::Tensor> backward_loop(const at::Tensor& d_out, const at::Tensor&
   }
 
   at::Tensor d_w_ih, d_w_hh, d_w_hr;
+  if (options.bf16) {  // the products on bf16 operands: oneDNN's bf16 matmul, see bf16_weight_grad
+    if (w_hr && needs.weight_hr) d_w_hr = bf16_weight_grad(total_op, h_full);  // dW_hr = sum_t dr_t^T h_t
+    d_out_total.reset(), h_full.reset();
+    if (needs.weight_hh)  // dW_hh = sum_t dG_t^T h_{t-1}
+      d_w_hh = bf16_weight_grad(gates_op, previous_states(bf16_operand(out), bf16_operand(h0), steps));
+    if (w_ih && needs.weight_ih) d_w_ih = bf16_weight_grad(gates_op, x);  // dW_ih = sum_t dG_t^T x_t
+    return {w_ih ? dx : d_gates, dh_next, dc, d_peep, d_bias, d_w_ih, d_w_hh, d_w_hr};
+  }
   if (w_hr && needs.weight_hr) {
     d_w_hr = at::empty({P, H}, opt);
     product(d_out_total.t(), h_full, d_w_hr);  // dW_hr = sum_t dr_t^T h_t
