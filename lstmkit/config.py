@@ -87,7 +87,8 @@ class ModelConfig(Checked):
                            range=Range(0, MAX_SIZE))
     embedding_dim: int = option(64, "token embedding size; 0: the LSTM output size (P or H), as weight tying needs",
                                 aliases=("emb",), range=Range(0, MAX_SIZE))
-    dropout: float = option(0.0, "dropout on the embedding, between LSTM layers and before the decoder",
+    dropout: float = option(0.0, "dropout on the embedding, between LSTM layers (unless --locked-hidden-dropout) "
+                                 "and before the decoder",
                            range=Range(0, 1, high_open=True))
     tie_weights: bool = option(False, "share one matrix between embedding and decoder (embedding size == P or H)",
                                aliases=("tie",))
@@ -104,6 +105,9 @@ class ModelConfig(Checked):
                                               "sequence, shared across time", range=Range(0, 1, high_open=True))
     locked_output_dropout: float = option(0.0, "locked (variational) dropout on the LSTM's output: one mask per "
                                                "sequence, shared across time", range=Range(0, 1, high_open=True))
+    locked_hidden_dropout: float = option(0.0, "locked (variational) dropout between stacked LSTM layers "
+                                               "(AWD-LSTM's dropouth), in place of --dropout's there: one mask per "
+                                               "sequence, shared across time", range=Range(0, 1, high_open=True))
     embedding_dropout: float = option(0.0, "embedding dropout: drops whole tokens' embedding vectors (rows of "
                                            "the embedding matrix), one mask per forward call",
                                       range=Range(0, 1, high_open=True))
@@ -111,6 +115,9 @@ class ModelConfig(Checked):
     def __post_init__(self):
         super().__post_init__()
         output = self.proj_size or self.hidden_size  # P or H
+        if self.locked_hidden_dropout and self.num_layers == 1:
+            raise ValueError(f"--locked-hidden-dropout {self.locked_hidden_dropout:g} drops between stacked LSTM "
+                             "layers; expected --num-layers 2 or more, given --num-layers 1")
         count = self.num_layers * 4 * self.hidden_size * (max(self.embedding_dim, output) + output)
         if count > MAX_LSTM_WEIGHTS:
             raise ValueError(f"--hidden-size {self.hidden_size}, --num-layers {self.num_layers}, --proj-size "

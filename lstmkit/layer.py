@@ -16,6 +16,7 @@ from lstmkit.engine.onnx import refuse_packed_export
 from lstmkit.engine.regularized import regularized_layer_function, regularized_reference_layer
 from lstmkit.engine.regularized_cell import Norm, Regularization, bernoulli_mask, keep_mask
 from lstmkit.errors import InputError
+from lstmkit.locked_dropout import locked_dropout, locked_dropout_packed
 from lstmkit.maps import MapSpec
 
 
@@ -32,7 +33,8 @@ class LSTM(nn.Module):
     layer_norm_hh_l{k} (4H) and layer_norm_c_l{k} (H); `cell_zoneout` and `hidden_zoneout` (z in [0, 1]) keep
     each unit's previous c (h, or r with projection) with probability z in training, and mix in z in eval; the
     equations are in lstmkit/engine/regularized_cell.py. `zoneout_mask(rows, width, z, like)` draws the masks
-    (torch's generator; replaceable, e.g. to fix them in a test).
+    (torch's generator; replaceable, e.g. to fix them in a test). `locked_dropout=True` makes the `dropout`
+    between layers AWD-LSTM's locked (variational) dropout: one mask per sequence, shared by all its steps.
 
     Weight structures (see lstmkit.maps): `input`, `recurrent` and `projection` take a MapSpec for W_ih, W_hh
     and W_hr; `gates` one for the joint [W_ih, W_hh]. A structured weight is a submodule under the same name
@@ -44,7 +46,8 @@ class LSTM(nn.Module):
                  device=None, dtype=None, *, peephole: bool = False, output_size: int = 0,
                  output_activation: str = "identity", impl: str = "auto", input: MapSpec | None = None,
                  recurrent: MapSpec | None = None, projection: MapSpec | None = None, gates: MapSpec | None = None,
-                 layer_norm: bool = False, cell_zoneout: float = 0.0, hidden_zoneout: float = 0.0):
+                 layer_norm: bool = False, cell_zoneout: float = 0.0, hidden_zoneout: float = 0.0,
+                 locked_dropout: bool = False):
         super().__init__()
         self.input_size = checks.positive_int("input_size", input_size)
         self.hidden_size = checks.positive_int("hidden_size", hidden_size)
@@ -58,7 +61,7 @@ class LSTM(nn.Module):
                           f"num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}")
         layer_function(impl)  # validates the name
         self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
-        self.peephole, self.impl = bool(peephole), impl
+        self.peephole, self.impl, self.locked_dropout = bool(peephole), impl, bool(locked_dropout)
         self.layer_norm = bool(layer_norm)
         self.cell_zoneout = checks.probability("cell_zoneout", cell_zoneout)
         self.hidden_zoneout = checks.probability("hidden_zoneout", hidden_zoneout)
@@ -250,9 +253,7 @@ class LSTM(nn.Module):
                 if amp is not None:  # the next layer's input, as torch's would be: in the autocast dtype
                     x = autocast.cast(x, amp)
                 if self.dropout and self.training and k < L - 1:
-                    # on the (T, B, D*P) view, as torch.nn.LSTM does, so a shared seed draws the same mask
-                    x = nn.functional.dropout(x if packed else x.view(-1, B, D * P), self.dropout,
-                                              True).reshape(x.shape)
+                    x = self._drop_between_layers(x, batch_sizes if packed else None, B)
         h_n, c_n = torch.stack(h_n), torch.stack(c_n)  # (L*D, B, P), (L*D, B, H)
         if amp is not None:  # the dtypes torch.nn.LSTM returns under the same autocast
             x, h_n, c_n = x.to(dtypes[0]), h_n.to(dtypes[1]), c_n.to(dtypes[2])
@@ -283,6 +284,17 @@ class LSTM(nn.Module):
         c0 = checks.state_tensor("c_0", hx[1], shape(H), x, amp)
         return (h0, c0) if batched else (h0.unsqueeze(1), c0.unsqueeze(1))
 
+    def _drop_between_layers(self, x: Tensor, batch_sizes: list[int] | None, B: int) -> Tensor:
+        """Dropout on layer k's output x (N, D*P) before layer k + 1: torch.nn.LSTM's (a mask per step), on the
+        (T, B, D*P) view as it does, so a shared seed draws the same mask; or with `locked_dropout`, one mask per
+        sequence for all its steps (AWD-LSTM's locked dropout between layers)."""
+        if not self.locked_dropout:
+            return nn.functional.dropout(x if batch_sizes else x.view(-1, B, x.shape[1]), self.dropout,
+                                         True).reshape(x.shape)
+        if batch_sizes:
+            return locked_dropout_packed(x, batch_sizes, self.dropout)
+        return locked_dropout(x.view(-1, B, x.shape[1]), self.dropout, True).reshape(x.shape)
+
     @classmethod
     def from_torch(cls, lstm: nn.LSTM, **options) -> "LSTM":
         """An lstmkit.LSTM with the same configuration, (copied) weights, train/eval mode and requires_grad flags as
@@ -303,6 +315,9 @@ class LSTM(nn.Module):
         if self._regularizers():
             raise ValueError("torch.nn.LSTM has no layer norm or zoneout, so no torch.nn.LSTM computes this LSTM's "
                              f"function; this LSTM has {self._regularizers()}")
+        if self.locked_dropout and self.dropout:
+            warnings.warn(f"torch.nn.LSTM's dropout={self.dropout} between layers draws a mask per step; this LSTM's "
+                          "(locked_dropout=True) one per sequence: the same function in eval, not in training")
         w = maps.reference(self.weight_ih_l0)
         lstm = nn.LSTM(self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first, self.dropout,
                        self.bidirectional, self.proj_size, device=w.device, dtype=w.dtype)
@@ -323,7 +338,8 @@ class LSTM(nn.Module):
         s = f"{self.input_size}, {self.hidden_size}"
         for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
                               ("bidirectional", False), ("proj_size", 0), ("peephole", False), ("impl", "auto"),
-                              ("layer_norm", False), ("cell_zoneout", 0.0), ("hidden_zoneout", 0.0)):
+                              ("layer_norm", False), ("cell_zoneout", 0.0), ("hidden_zoneout", 0.0),
+                              ("locked_dropout", False)):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
         return s

@@ -9,8 +9,8 @@ import lstmkit
 from lstmkit.config import ModelConfig
 from lstmkit.engine import native
 from lstmkit.models import LanguageModel
-from lstmkit.models.regularizers import (embedding_dropout, locked_dropout, recurrent_weights, run_with,
-                                         weight_drop)
+from lstmkit.locked_dropout import locked_dropout
+from lstmkit.models.regularizers import embedding_dropout, recurrent_weights, run_with, weight_drop
 from lstmkit.sample import load_language_model
 from assertions import assert_rel
 from train_helpers import TINY, lstmkit as cli, small_corpus

@@ -56,16 +56,22 @@ def test_run_folder_json_and_predict_after_reload(tmp_path):
     assert (run / "prediction.csv").read_text().splitlines()[1].startswith("a,2012-07,")
 
 
-def test_saved_state_reloads_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("options", [{}, {"layer_norm": True, "hidden_zoneout": 0.1, "cell_zoneout": 0.05}],
+                         ids=["plain", "layer-norm-zoneout"])
+def test_saved_state_reloads_bit_for_bit(tmp_path, options):
     s = seasonal(110)
     shape = Shape(window=24, horizon=12, period=12, interval=0.8)
-    method = LSTMMethod(tiny_config(), shape).train([s.head(80)])
+    method = LSTMMethod(tiny_config(**options), shape).train([s.head(80)])
+    lstm = method.members[0].lstm
+    assert (lstm.layer_norm, lstm.hidden_zoneout, lstm.cell_zoneout) == (options.get("layer_norm", False),
+                                                                         options.get("hidden_zoneout", 0.0),
+                                                                         options.get("cell_zoneout", 0.0))
     save_checkpoint(tmp_path / "latest.safetensors", saved.state(method, [s]))
     again, (s2,) = saved.load(str(tmp_path))
     assert np.array_equal(s2.values, s.values) and again.scales == method.scales
     pieces = [(s, 90), (s, 110)]
     assert np.array_equal(method.predict(pieces), again.predict(pieces))
-    fresh = LSTMMethod(tiny_config(), shape)  # untrained: different numbers, so the test can see a failed load
+    fresh = LSTMMethod(tiny_config(**options), shape)  # untrained: different numbers, so the test can see a failed load
     fresh.scales = method.scales
     assert not np.allclose(fresh.predict(pieces), method.predict(pieces))
 

@@ -39,6 +39,12 @@ class ForecastConfig(Checked):
     proj_size: int = option(0, "LSTM projection size P; 0: none", aliases=("proj",), range=Range(0, MAX_SIZE))
     dropout: float = option(0.0, "dropout between LSTM layers", range=Range(0, 1, high_open=True))
     structure: str = option("dense", "how the LSTM's weight matrices are stored", choices=structures)
+    layer_norm: bool = option(False, "layer-normalized LSTM (Ba et al. 2016): LayerNorm on W_ih x_t, W_hh h_{t-1} "
+                                     "and the cell before its tanh")
+    cell_zoneout: float = option(0.0, "zoneout (Krueger et al. 2017): probability that a cell unit keeps its "
+                                      "previous value at a training step", range=Range(0, 1))
+    hidden_zoneout: float = option(0.0, "zoneout: probability that a hidden unit keeps its previous value at a "
+                                        "training step", range=Range(0, 1))
     calibrate: bool = option(True, "widen or narrow the interval to cover --interval of the validation windows "
                                    "(conformalized quantile regression)")
     ensemble: int = option(5, "models trained from different seeds; their quantiles are averaged",

@@ -14,7 +14,8 @@ EMBED = 16  # input layer width: the LSTM's input size I (divisible by every str
 def lstm_config(cfg) -> ModelConfig:
     """The ModelConfig the structure registry builds from (the forecast's own sizes)."""
     return ModelConfig(hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, proj_size=cfg.proj_size,
-                       dropout=cfg.dropout, structure=cfg.structure, embedding_dim=EMBED)
+                       dropout=cfg.dropout, structure=cfg.structure, embedding_dim=EMBED, layer_norm=cfg.layer_norm,
+                       cell_zoneout=cfg.cell_zoneout, hidden_zoneout=cfg.hidden_zoneout)
 
 
 class Forecaster(nn.Module):

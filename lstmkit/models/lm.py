@@ -9,7 +9,8 @@ from torch import nn
 
 from lstmkit.config import DataConfig, ModelConfig
 from lstmkit.data import Corpus, Streams, Vocab, load_corpus
-from lstmkit.models.regularizers import embedding_dropout, locked_dropout, run_with, weight_drop
+from lstmkit.locked_dropout import locked_dropout
+from lstmkit.models.regularizers import embedding_dropout, run_with, weight_drop
 from lstmkit.models.structure import build_lstm
 from lstmkit.models.task import Batch
 

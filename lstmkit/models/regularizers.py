@@ -1,17 +1,9 @@
-"""AWD-LSTM's regularizers (Merity et al. 2018): weight drop, locked dropout and embedding dropout."""
+"""AWD-LSTM's regularizers (Merity et al. 2018): weight drop and embedding dropout (locked dropout: its own file)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-
-def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """x (T, B, F) with one dropout mask per sequence (B, F), the same at every step (variational dropout)."""
-    if not training or p == 0:
-        return x
-    mask = x.new_empty(1, *x.shape[1:]).bernoulli_(1 - p) / (1 - p)  # (1, B, F)
-    return x * mask
 
 
 def embedding_dropout(embedding: nn.Embedding, x: Tensor, p: float, training: bool) -> Tensor:

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
 
 def dense(cfg: ModelConfig, input_size: int, **structure) -> nn.Module:
-    return LSTM(input_size, cfg.hidden_size, cfg.num_layers,
-                dropout=cfg.dropout if cfg.num_layers > 1 else 0.0, proj_size=cfg.proj_size,
+    between = cfg.locked_hidden_dropout or cfg.dropout  # dropout between the layers: locked, or --dropout's
+    return LSTM(input_size, cfg.hidden_size, cfg.num_layers, dropout=between if cfg.num_layers > 1 else 0.0,
+                locked_dropout=cfg.locked_hidden_dropout > 0, proj_size=cfg.proj_size,
                 layer_norm=cfg.layer_norm, cell_zoneout=cfg.cell_zoneout, hidden_zoneout=cfg.hidden_zoneout,
                 **structure)
 
