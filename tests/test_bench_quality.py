@@ -53,8 +53,8 @@ def test_quality_study_refuses_an_unknown_budget(tmp_path):
 
 
 def test_a_budget_subset_keeps_the_other_recipes_rows_measured_before(tmp_path):
-    """--budgets 180 rewrites the JSON: the 30-minute row measured before stays where its command is still the
-    recipe's, and a row of an older recipe (another command) is dropped."""
+    """--budgets 180 rewrites the JSON: the 30-minute row measured before stays; one of an older recipe (another
+    command) stays marked as such, and the table names the current recipe as not yet run."""
     out, root = tmp_path / "benchmarks", tmp_path / "runs" / "quality"
     cfg = argparse.Namespace(json="", out=str(out), quick=False, data="corpus.txt")
     slow = next(r for r in quality.RECIPES if r.budget == 1800)
@@ -64,6 +64,22 @@ def test_a_budget_subset_keeps_the_other_recipes_rows_measured_before(tmp_path):
     (out / "quality.json").write_text(json.dumps({"rows": [
         {"budget_s": 180, "command": "old"}, {"budget_s": 1800, "command": current, "final_valid_loss": 1.3}]}))
     assert quality.earlier_rows(cfg, root, [180.0]) == [{"budget_s": 1800, "command": current,
-                                                         "final_valid_loss": 1.3}]
+                                                         "final_valid_loss": 1.3, "earlier_recipe": False}]
     (out / "quality.json").write_text(json.dumps({"rows": [{"budget_s": 1800, "command": "an older recipe"}]}))
-    assert quality.earlier_rows(cfg, root, [180.0]) == []
+    assert quality.earlier_rows(cfg, root, [180.0]) == [{"budget_s": 1800, "command": "an older recipe",
+                                                         "earlier_recipe": True}]
+
+
+def test_the_table_marks_an_earlier_recipe_and_names_the_current_one():
+    slow = next(r for r in quality.RECIPES if r.budget == 1800)
+    row = {"budget_s": 1800, "command": "lstmkit train --old", "why": "old reasons", "target": 1.40,
+           "final_valid_loss": 1.3849, "final_valid_bits": 1.998, "passes": True, "steps": 7348, "tokens": 15024064,
+           "tokens_per_s": 8346.0, "train_s": 1800.0, "wall_s": 1881.0, "earlier_recipe": True}
+    waiting = [{"budget_s": 1800, "command": "lstmkit train --new", "target": slow.target, "why": "new reasons"}]
+    env = {"command": "lstmkit bench --study quality", "date": "today", "torch": "2.13.0", "cpu": "a CPU",
+           "threads": 2, "cores": 2, "load_average": {"before": None, "after": None}}
+    md = quality.markdown({"data": "corpus.txt", "rows": [row], "not_yet_run": waiting, "env": env})
+    assert "| pass (an earlier recipe) |" in md
+    assert f"- 30 min, target ≤ {slow.target:.2f}: `lstmkit train --new`. new reasons." in md
+    assert "not yet run" not in quality.markdown({"data": "corpus.txt", "rows": [{**row, "earlier_recipe": False}],
+                                                  "env": env})

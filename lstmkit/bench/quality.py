@@ -100,8 +100,7 @@ def run(cfg) -> dict:
         curve = read_metrics(out)
         best = min(curve, key=lambda m: m["valid_loss"])
         last = curve[-1]
-        shown = [*args[:-1], os.path.relpath(out)]  # the command as typed in the repository
-        rows.append({"budget_s": recipe.budget, "command": "lstmkit " + shlex.join(shown), "why": recipe.why,
+        rows.append({"budget_s": recipe.budget, "command": shown_command(cfg.data, recipe, root), "why": recipe.why,
                      "target": recipe.target, "final_valid_loss": last["valid_loss"],
                      "final_valid_bits": last["valid_bits"], "best_valid_loss": best["valid_loss"],
                      "steps": int(last["step"]), "tokens": int(last["tokens"]), "train_s": last["elapsed_s"],
@@ -110,19 +109,28 @@ def run(cfg) -> dict:
                      "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                      "load_average": {"before": load_before, "after": report.load_average()}})
     rows += earlier_rows(cfg, root, budgets)
-    return {"data": cfg.data, "rows": sorted(rows, key=lambda r: r["budget_s"])}
+    waiting = [{"budget_s": r.budget, "command": shown_command(cfg.data, r, root), "target": r.target, "why": r.why}
+               for r in RECIPES if any(row["budget_s"] == r.budget and row.get("earlier_recipe") for row in rows)]
+    return {"data": cfg.data, "rows": sorted(rows, key=lambda r: r["budget_s"]), "not_yet_run": waiting}
+
+
+def shown_command(data: str, recipe: Recipe, root: Path) -> str:
+    """The recipe's `lstmkit train` command as the table shows it (as typed in the repository)."""
+    out = root / f"{recipe.budget:g}s"
+    return "lstmkit " + shlex.join([*train_command(data, recipe, out, False)[:-1], os.path.relpath(out)])
 
 
 def earlier_rows(cfg, root: Path, budgets: list[float]) -> list[dict]:
-    """The rows of the recipes not run this time from the JSON this study writes over, where their command is
-    still the recipe's (so `--budgets 180` keeps a 30-minute row measured before, and drops a stale one)."""
+    """The rows of the budgets not run this time from the JSON this study writes over (so `--budgets 180` keeps a
+    30-minute row measured before). A row whose command is no longer its budget's recipe stays as the record of
+    what was measured, marked `earlier_recipe` (the table then names the current recipe as not yet run)."""
     path = Path(cfg.json) if cfg.json else Path(cfg.out) / f"{SECTION}.json" if cfg.out else None
     if path is None or not path.is_file() or cfg.quick:
         return []
     previous = json.loads(path.read_text()).get("rows", [])
-    current = {r.budget: "lstmkit " + shlex.join([*train_command(cfg.data, r, root / f"{r.budget:g}s", False)[:-1],
-                                                  os.path.relpath(root / f"{r.budget:g}s")]) for r in RECIPES}
-    return [r for r in previous if r["budget_s"] not in budgets and current.get(r["budget_s"]) == r["command"]]
+    current = {r.budget: shown_command(cfg.data, r, root) for r in RECIPES}
+    return [{**r, "earlier_recipe": current.get(r["budget_s"]) != r["command"]} for r in previous
+            if r["budget_s"] not in budgets and r["budget_s"] in current]
 
 
 HEADERS = ["budget", "command", "valid loss (nats/char)", "bits/char", "target", "pass", "steps", "tokens",
@@ -138,7 +146,8 @@ def _when(r: dict) -> str:
 
 def markdown(results: dict, image: str | None = None) -> str:
     rows = [[f"{r['budget_s'] / 60:g} min", f"`{r['command']}`", f"{r['final_valid_loss']:.4f}",
-             f"{r['final_valid_bits']:.4f}", f"≤ {r['target']:.2f}", "pass" if r["passes"] else "FAIL",
+             f"{r['final_valid_bits']:.4f}", f"≤ {r['target']:.2f}",
+             ("pass" if r["passes"] else "FAIL") + (" (an earlier recipe)" if r.get("earlier_recipe") else ""),
              f"{r['steps']:,}", f"{r['tokens']:,}", f"{r['tokens_per_s']:,.0f}", f"{r['train_s']:.0f}",
              f"{r['wall_s']:.0f}", _when(r)] for r in results["rows"]]
     why = "\n".join(f"- {r['budget_s'] / 60:g} min: {r['why']}." for r in results["rows"])
@@ -151,6 +160,10 @@ def markdown(results: dict, image: str | None = None) -> str:
              "torch.nn.LSTM (1 layer, 512 units, chunks of 64, batch 32, AdamW 3e-3) reaches 1.53 after 3 minutes "
              "here, nanoGPT's small CPU transformer about 1.88.",
              report.table(HEADERS, rows), "Why these settings:\n" + why]
+    if results.get("not_yet_run"):
+        parts.append("Current recipes not yet run (the rows above marked as an earlier recipe are their budgets' last "
+                     "measurement):\n" + "\n".join(f"- {r['budget_s'] / 60:g} min, target ≤ {r['target']:.2f}: "
+                                                     f"`{r['command']}`. {r['why']}." for r in results["not_yet_run"]))
     if image:
         parts.append(f"![validation loss against training time]({image})")
     return "\n\n".join(parts)
