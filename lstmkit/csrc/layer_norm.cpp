@@ -1,0 +1,419 @@
+// The native loop of a layer-normalized, zoned LSTM layer (issue 15), forward and hand-written backward, for one
+// layer and direction with a dense W_hh, no projection and fixed zoneout masks: the math of
+// lstmkit/engine/regularized_bptt.py, reached as the ops lstmkit_ln::forward and lstmkit_ln::backward
+// (lstmkit/engine/regularized_native.py). The input half P = LN_ih(W_ih x) + b comes done for all rows.
+//
+// LN_hh needs the whole 4H row of a = W_hh h_{t-1} and LN_c the whole H row of c̃_t, so a step is two phases of one
+// team (team.h): the recurrent product in column panels (gemm.h's register tiles), then one item per row: LN_hh's
+// statistics, the gates, c̃_t, LN_c's statistics, h̃_t and the zoneout mix, the row in L1 throughout. The backward
+// mirrors it: per row the pointwise and both LN backwards down to dL/da, then dL/dh_{t-1} = dL/da W_hh in panels.
+// Each row is one thread's item and each tile's sums run in a fixed order: the bits depend on neither the thread
+// count nor the run.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "activations.h"
+#include "gemm.h"
+#include "team.h"
+
+#ifndef LSTMKIT_LN_NAMESPACE
+#define LSTMKIT_LN_NAMESPACE lstmkit_ln
+#endif
+
+namespace lstmkit::layer_norm {
+
+// The packed rows in the order the forward walks them (lstmkit/engine/schedule.py): step s covers rows
+// [start[s], start[s] + rows[s]), the first rows[s] sequences of the batch.
+struct Walk {
+  std::vector<int64_t> start, rows;
+
+  Walk(c10::ArrayRef<int64_t> batch_sizes, bool reverse) {
+    TORCH_CHECK(!batch_sizes.empty(), "batch_sizes must not be empty");
+    int64_t offset = 0;
+    for (int64_t n : batch_sizes) {
+      TORCH_CHECK(n > 0 && (rows.empty() || n <= rows.back()), "batch_sizes must be positive and non-increasing");
+      start.push_back(offset), rows.push_back(n), offset += n;
+    }
+    if (reverse) std::reverse(start.begin(), start.end()), std::reverse(rows.begin(), rows.end());
+  }
+  int64_t count() const { return static_cast<int64_t>(rows.size()); }
+  int64_t rows_at(int64_t s) const { return s < 0 || s >= count() ? 0 : rows[s]; }
+  int64_t batch() const { return *std::max_element(rows.begin(), rows.end()); }  // B
+  // row b's state entering step s (`width` wide): row b of step s - 1 in `seq` if it ran there, else of `init`
+  template <typename T>
+  const T* prev(int64_t s, int64_t b, const T* seq, const T* init, int64_t width) const {
+    return b < rows_at(s - 1) ? seq + (start[s - 1] + b) * width : init + b * width;
+  }
+};
+
+template <typename T>
+T sum_lanes(Vectorized<T> v) {  // in lane order: a fixed rounding
+  alignas(64) T lanes[Vectorized<T>::size()];
+  v.store(lanes);
+  T s = 0;
+  for (T x : lanes) s += x;
+  return s;
+}
+
+// mean and 1 / sqrt(biased variance + eps) of the n values at a, in two passes (as ATen's layer norm: no
+// cancellation of a one-pass sum of squares)
+template <typename T>
+std::pair<T, T> moments(const T* a, int64_t n, double eps) {
+  using V = Vectorized<T>;
+  constexpr int64_t L = V::size();
+  V sum(T(0));
+  for (int64_t v = 0; v < n; v += L) sum = sum + V::loadu(a + v, std::min(L, n - v));  // loadu(p, m) zero-fills
+  const T mean = sum_lanes(sum) / T(n);
+  V sq(T(0));
+  for (int64_t v = 0; v < n; v += L) {
+    const int m = static_cast<int>(std::min(L, n - v));
+    const V d = V::set(V(T(0)), V::loadu(a + v, m) - V(mean), m);
+    sq = at::vec::fmadd(d, d, sq);
+  }
+  return {mean, T(1) / std::sqrt(sum_lanes(sq) / T(n) + T(eps))};
+}
+
+// γ ⊙ (a - mean) ⋅ rstd + β for one vector, or a itself without a norm (γ null)
+template <typename T>
+Vectorized<T> normalized(Vectorized<T> a, const T* gamma, const T* beta, T mean, T rstd, int m) {
+  using V = Vectorized<T>;
+  if (!gamma) return a;
+  return at::vec::fmadd((a - V(mean)) * V(rstd), V::loadu(gamma, m), V::loadu(beta, m));
+}
+
+template <typename T>
+struct Forward {
+  using V = Vectorized<T>;
+  static constexpr int64_t L = V::size();
+
+  const T *gates_x;              // (N, 4H) P = LN_ih(W_ih x) + b
+  const T *h0, *c0;              // (B, H)
+  const T *gamma_hh, *beta_hh;   // (4H) or null: no LN_hh
+  const T *gamma_c, *beta_c;     // (H) or null: no LN_c
+  const T *keep_c, *keep_h;      // (N, H) zoneout masks d^c, d^h, or null
+  T *out, *h_n, *c_n;            // (N, H), (B, H), (B, H)
+  T *acts;                       // (N, 4H) the activated gates
+  T *rec;                        // (N, 4H) a = W_hh h_{t-1}, LN_hh's input
+  T *c_new;                      // (N, H) c̃_t, LN_c's input
+  T *cells;                      // (N, H) c_t (the zoned state); c_new itself without cell zoneout
+  T *tanh_y;                     // (N, H) tanh(LN_c(c̃_t))
+  T *stats;                      // (N, 4) mean and 1/std of LN_hh, then of LN_c
+  T *h_prev;                     // (N, H) h_{t-1} of each row: the operand of dW_hh after the loop
+  int64_t H;
+  double eps_hh, eps_c;
+  Walk walk;
+  Panels<T> recurrent;           // W_hh^T (H, 4H) in column panels
+
+  // a = W_hh h_{t-1} for the columns of panel p and every row of step s
+  void product(int64_t s, int64_t p) const {
+    alignas(64) T tile[kTileRows * kMaxVecs * L];
+    const T* a[kTileRows];
+    const RowTiles tiles(walk.rows[s]);
+    const int64_t width = recurrent.width, col = p * width, n = std::min(width, 4 * H - col);
+    for (int64_t t = 0; t < tiles.count; ++t) {
+      const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1);
+      for (int64_t b = b0; b < b1; ++b) a[b - b0] = walk.prev(s, b, out, h0, H);
+      Operand<T>::kernel(b1 - b0, width / L)(H, a, recurrent.panel(p), tile, false);
+      for (int64_t b = b0; b < b1; ++b) std::copy_n(tile + (b - b0) * width, n, rec + (walk.start[s] + b) * 4 * H + col);
+    }
+  }
+
+  // the rest of step s for row b: LN_hh, gates, c̃_t, LN_c, h̃_t, zoneout
+  void row(int64_t s, int64_t b) const {
+    using A = Act<T>;
+    const int64_t r = walk.start[s] + b, G = 4 * H;
+    const bool ends = b >= walk.rows_at(s + 1);
+    const T *a = rec + r * G, *px = gates_x + r * G;
+    const T *cp = walk.prev(s, b, cells, c0, H), *hp = walk.prev(s, b, out, h0, H);
+    T *ac = acts + r * G, *cn = c_new + r * H, *st = stats + r * 4;
+    std::copy_n(hp, H, h_prev + r * H);
+    T mean_hh = 0, rstd_hh = 1;
+    if (gamma_hh) {
+      std::tie(mean_hh, rstd_hh) = moments(a, G, eps_hh);
+      st[0] = mean_hh, st[1] = rstd_hh;
+    }
+    for (int64_t v = 0; v < H; v += L) {
+      const int m = static_cast<int>(std::min(L, H - v));
+      const auto pre = [&](int g) {  // G_t = P_t + LN_hh(W_hh h_{t-1})
+        const int64_t k = g * H + v;
+        return V::loadu(px + k, m) + normalized<T>(V::loadu(a + k, m), gamma_hh ? gamma_hh + k : nullptr,
+                                                   beta_hh ? beta_hh + k : nullptr, mean_hh, rstd_hh, m);
+      };
+      const V i = A::sigmoid(pre(0)), f = A::sigmoid(pre(1)), g = A::tanh(pre(2)), o = A::sigmoid(pre(3));
+      i.store(ac + v, m), f.store(ac + H + v, m), g.store(ac + 2 * H + v, m), o.store(ac + 3 * H + v, m);
+      at::vec::fmadd(f, V::loadu(cp + v, m), i * g).store(cn + v, m);  // c̃_t = f ⊙ c_{t-1} + i ⊙ g
+    }
+    T mean_c = 0, rstd_c = 1;
+    if (gamma_c) {
+      std::tie(mean_c, rstd_c) = moments(cn, H, eps_c);
+      st[2] = mean_c, st[3] = rstd_c;
+    }
+    T *o_row = out + r * H, *c_row = cells + r * H, *ty_row = tanh_y + r * H;
+    for (int64_t v = 0; v < H; v += L) {
+      const int m = static_cast<int>(std::min(L, H - v));
+      const V c_tilde = V::loadu(cn + v, m);
+      const V ty = A::tanh(normalized<T>(c_tilde, gamma_c ? gamma_c + v : nullptr, beta_c ? beta_c + v : nullptr,
+                                         mean_c, rstd_c, m));
+      ty.store(ty_row + v, m);
+      V h = V::loadu(ac + 3 * H + v, m) * ty;  // h̃_t = o ⊙ tanh(LN_c(c̃_t))
+      if (keep_h) {  // h_t = d^h ⊙ h_{t-1} + (1 - d^h) ⊙ h̃_t
+        const V d = V::loadu(keep_h + r * H + v, m);
+        h = d * V::loadu(hp + v, m) + (V(T(1)) - d) * h;
+      }
+      V c = c_tilde;
+      if (keep_c) {  // c_t = d^c ⊙ c_{t-1} + (1 - d^c) ⊙ c̃_t
+        const V d = V::loadu(keep_c + r * H + v, m);
+        c = d * V::loadu(cp + v, m) + (V(T(1)) - d) * c_tilde;
+        c.store(c_row + v, m);
+      }
+      h.store(o_row + v, m);
+      if (ends) h.store(h_n + b * H + v, m), c.store(c_n + b * H + v, m);
+    }
+  }
+
+  void run() const {
+    std::vector<int64_t> counts;
+    for (int64_t s = 0; s < walk.count(); ++s) counts.push_back(recurrent.count), counts.push_back(walk.rows[s]);
+    run_phases(counts, team_size(std::max(recurrent.count, walk.batch())),
+               [&](int64_t phase, int64_t i) { phase % 2 ? row(phase / 2, i) : product(phase / 2, i); });
+  }
+};
+
+template <typename T>
+struct Backward {
+  using V = Vectorized<T>;
+  static constexpr int64_t L = V::size();
+
+  const T *d_out;                           // (N, H)
+  const T *acts, *rec, *c_new, *cells, *tanh_y, *stats, *c0;  // the forward's (see Forward)
+  const T *gamma_hh, *gamma_c, *keep_c, *keep_h;
+  T *d_gates;                               // (N, 4H) dL/dG_t (= dL/dP_t and dL/d LN_hh(a))
+  T *d_rec;                                 // (N, 4H) dL/da, a = W_hh h_{t-1}; d_gates itself without LN_hh
+  T *d_y;                                   // (N, H) dL/d LN_c(c̃_t) (dL/dc̃_t's part through LN_c without it)
+  T *dh;                                    // (B, H) dL/dh_t from the steps after t; ends as dL/dh_0
+  T *dc;                                    // (B, H) dL/dc_t likewise; ends as dL/dc_0
+  int64_t H;
+  Walk walk;
+  Panels<T> recurrent;                      // W_hh (4H, H) in column panels
+
+  // step s, row b: from dL/dh_t and dL/dc_t to dL/da, dL/dc_{t-1} and the zoneout part of dL/dh_{t-1}
+  void row(int64_t s, int64_t b) const {
+    const int64_t r = walk.start[s] + b, G = 4 * H;
+    const V one(T(1));
+    const T *ac = acts + r * G, *cn = c_new + r * H, *ty_row = tanh_y + r * H, *st = stats + r * 4;
+    const T* cp = walk.prev(s, b, cells, c0, H);
+    T *dg = d_gates + r * G, *dy_row = d_y + r * H, *dhr = dh + b * H, *dcr = dc + b * H;
+    const T mean_c = gamma_c ? st[2] : T(0), rstd_c = gamma_c ? st[3] : T(1);
+    V sum_g(T(0)), sum_gx(T(0));  // Σ γ ⊙ dy and Σ γ ⊙ dy ⊙ ŷ over the row, ŷ = (c̃ - mean) ⋅ rstd
+    for (int64_t v = 0; v < H; v += L) {
+      const int m = static_cast<int>(std::min(L, H - v));
+      const V d_h = V::loadu(d_out + r * H + v, m) + V::loadu(dhr + v, m);  // dL/dh_t: output and step t+1
+      V dh_tilde = d_h;
+      if (keep_h) {  // h_t = d h_{t-1} + (1 - d) h̃_t; the d h_{t-1} part waits in dh for the product to add to
+        const V d = V::loadu(keep_h + r * H + v, m);
+        dh_tilde = (one - d) * d_h;
+        (d * d_h).store(dhr + v, m);
+      } else {
+        V(T(0)).store(dhr + v, m);
+      }
+      const V o = V::loadu(ac + 3 * H + v, m), ty = V::loadu(ty_row + v, m);
+      (dh_tilde * ty * o * (one - o)).store(dg + 3 * H + v, m);  // h̃ = o ⊙ tanh(y), σ' = σ(1 - σ)
+      const V dy = dh_tilde * o * (one - ty * ty);                // tanh' = 1 - tanh²
+      dy.store(dy_row + v, m);
+      if (gamma_c) {
+        const V gdy = dy * V::loadu(gamma_c + v, m);
+        sum_g = sum_g + gdy;
+        sum_gx = at::vec::fmadd(gdy, (V::loadu(cn + v, m) - V(mean_c)) * V(rstd_c), sum_gx);
+      }
+    }
+    const T mg = sum_lanes(sum_g) / T(H), mgx = sum_lanes(sum_gx) / T(H);
+    for (int64_t v = 0; v < H; v += L) {
+      const int m = static_cast<int>(std::min(L, H - v));
+      const V d_c = V::loadu(dcr + v, m);
+      V dc_tilde = keep_c ? (one - V::loadu(keep_c + r * H + v, m)) * d_c : d_c;  // c_t = d c_{t-1} + (1-d) c̃_t
+      V dy = V::loadu(dy_row + v, m);
+      if (gamma_c) {  // y = LN_c(c̃): dc̃ = rstd (γ ⊙ dy - mean(γ ⊙ dy) - ŷ mean(γ ⊙ dy ⊙ ŷ))
+        const V y_hat = (V::loadu(cn + v, m) - V(mean_c)) * V(rstd_c);
+        dy = V(rstd_c) * (V::loadu(gamma_c + v, m) * dy - V(mg) - y_hat * V(mgx));
+      }
+      dc_tilde = dc_tilde + dy;
+      const V i = V::loadu(ac + v, m), f = V::loadu(ac + H + v, m), g = V::loadu(ac + 2 * H + v, m);
+      (dc_tilde * g * i * (one - i)).store(dg + v, m);  // c̃ = f ⊙ c_{t-1} + i ⊙ g
+      (dc_tilde * V::loadu(cp + v, m) * f * (one - f)).store(dg + H + v, m);
+      (dc_tilde * i * (one - g * g)).store(dg + 2 * H + v, m);
+      V dc_prev = dc_tilde * f;
+      if (keep_c) dc_prev = at::vec::fmadd(V::loadu(keep_c + r * H + v, m), d_c, dc_prev);
+      dc_prev.store(dcr + v, m);
+    }
+    if (!gamma_hh) return;
+    // G = P + LN_hh(a): da = rstd (γ ⊙ dG - mean(γ ⊙ dG) - â mean(γ ⊙ dG ⊙ â))
+    const T mean_hh = st[0], rstd_hh = st[1];
+    const T* a = rec + r * G;
+    V s1(T(0)), s2(T(0));
+    for (int64_t v = 0; v < G; v += L) {
+      const int m = static_cast<int>(std::min(L, G - v));
+      const V gdg = V::loadu(dg + v, m) * V::loadu(gamma_hh + v, m);
+      s1 = s1 + gdg;
+      s2 = at::vec::fmadd(gdg, (V::loadu(a + v, m) - V(mean_hh)) * V(rstd_hh), s2);
+    }
+    const T m1 = sum_lanes(s1) / T(G), m2 = sum_lanes(s2) / T(G);
+    T* dr = d_rec + r * G;
+    for (int64_t v = 0; v < G; v += L) {
+      const int m = static_cast<int>(std::min(L, G - v));
+      const V a_hat = (V::loadu(a + v, m) - V(mean_hh)) * V(rstd_hh);
+      (V(rstd_hh) * (V::loadu(dg + v, m) * V::loadu(gamma_hh + v, m) - V(m1) - a_hat * V(m2))).store(dr + v, m);
+    }
+  }
+
+  // dL/dh_{t-1} += dL/da W_hh for the columns of panel p and every row of step s
+  void product(int64_t s, int64_t p) const {
+    alignas(64) T tile[kTileRows * kMaxVecs * L];
+    const T* a[kTileRows];
+    const RowTiles tiles(walk.rows[s]);
+    const int64_t width = recurrent.width, col = p * width, n = std::min(width, H - col);
+    for (int64_t t = 0; t < tiles.count; ++t) {
+      const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1);
+      for (int64_t b = b0; b < b1; ++b) a[b - b0] = d_rec + (walk.start[s] + b) * 4 * H;
+      Operand<T>::kernel(b1 - b0, width / L)(4 * H, a, recurrent.panel(p), tile, false);
+      for (int64_t b = b0; b < b1; ++b) {
+        T* dst = dh + b * H + col;
+        const T* src = tile + (b - b0) * width;
+        for (int64_t v = 0; v < n; v += L) {
+          const int m = static_cast<int>(std::min(L, n - v));
+          (V::loadu(dst + v, m) + V::loadu(src + v, m)).store(dst + v, m);
+        }
+      }
+    }
+  }
+
+  void run() const {  // s from the last step of the walk down to the first: its rows, then its product
+    std::vector<int64_t> counts;
+    for (int64_t s = walk.count() - 1; s >= 0; --s) counts.push_back(walk.rows[s]), counts.push_back(recurrent.count);
+    const int64_t last = walk.count() - 1;
+    run_phases(counts, team_size(std::max(recurrent.count, walk.batch())),
+               [&](int64_t phase, int64_t i) { phase % 2 ? product(last - phase / 2, i) : row(last - phase / 2, i); });
+  }
+};
+
+// panels of `vecs` vectors at most, fewer where that leaves a thread without one
+inline int64_t panel_width(int64_t N, int64_t L) {
+  const int64_t threads = team_size(N);
+  for (int64_t vecs : {4, 2})
+    if ((N + vecs * L - 1) / (vecs * L) >= threads) return vecs * L;
+  return L;
+}
+
+template <typename T>
+const T* data_or_null(const std::optional<at::Tensor>& t) {
+  return t ? t->data_ptr<T>() : nullptr;
+}
+
+void check(const at::Tensor& t, const char* name, const at::Tensor& like, at::IntArrayRef shape) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == like.scalar_type() && t.is_contiguous(), name,
+              " must be a contiguous CPU tensor of dtype ", like.scalar_type());
+  TORCH_CHECK(t.sizes() == shape, name, " must be of shape ", shape, ", got ", t.sizes());
+}
+
+void check(const std::optional<at::Tensor>& t, const char* name, const at::Tensor& like, at::IntArrayRef shape) {
+  if (t) check(*t, name, like, shape);
+}
+
+// -> [out (N, H), h_n (B, H), c_n (B, H), acts (N, 4H), rec (N, 4H), c_new (N, H), cells (N, H), tanh_y (N, H),
+//     stats (N, 4), h_prev (N, H)]; cells is c_new without keep_c
+std::vector<at::Tensor> forward(const at::Tensor& gates_x, const at::Tensor& h0, const at::Tensor& c0,
+                                const at::Tensor& weight_hh, const std::optional<at::Tensor>& gamma_hh,
+                                const std::optional<at::Tensor>& beta_hh, const std::optional<at::Tensor>& gamma_c,
+                                const std::optional<at::Tensor>& beta_c, const std::optional<at::Tensor>& keep_c,
+                                const std::optional<at::Tensor>& keep_h, c10::ArrayRef<int64_t> batch_sizes,
+                                bool reverse, double eps_hh, double eps_c) {
+  TORCH_CHECK(gates_x.scalar_type() == at::kFloat || gates_x.scalar_type() == at::kDouble,
+              "the layer-norm loop runs float32 and float64, got ", gates_x.scalar_type());
+  TORCH_CHECK(gates_x.dim() == 2 && h0.dim() == 2, "gates_x (N, 4H) and h0 (B, H) must be matrices");
+  const int64_t N = gates_x.size(0), H = h0.size(1), B = h0.size(0);
+  const Walk walk(batch_sizes, reverse);
+  int64_t total = 0;
+  for (int64_t n : batch_sizes) total += n;
+  TORCH_CHECK(batch_sizes[0] == B && total == N, "batch_sizes do not match the rows of gates_x and h0");
+  check(gates_x, "gates_x", gates_x, {N, 4 * H}), check(h0, "h0", gates_x, {B, H}), check(c0, "c0", gates_x, {B, H});
+  check(weight_hh, "weight_hh", gates_x, {4 * H, H});
+  check(gamma_hh, "gamma_hh", gates_x, {4 * H}), check(beta_hh, "beta_hh", gates_x, {4 * H});
+  check(gamma_c, "gamma_c", gates_x, {H}), check(beta_c, "beta_c", gates_x, {H});
+  TORCH_CHECK(gamma_hh.has_value() == beta_hh.has_value() && gamma_c.has_value() == beta_c.has_value(),
+              "a norm comes with its gain and its bias");
+  check(keep_c, "keep_c", gates_x, {N, H}), check(keep_h, "keep_h", gates_x, {N, H});
+  const auto opt = gates_x.options();
+  at::Tensor out = empty_large({N, H}, opt), h_n = at::empty({B, H}, opt), c_n = at::empty({B, H}, opt),
+             acts = empty_large({N, 4 * H}, opt), rec = empty_large({N, 4 * H}, opt),
+             c_new = empty_large({N, H}, opt), cells = keep_c ? empty_large({N, H}, opt) : c_new,
+             tanh_y = empty_large({N, H}, opt), stats = at::zeros({N, 4}, opt), h_prev = empty_large({N, H}, opt);
+  AT_DISPATCH_FLOATING_TYPES(gates_x.scalar_type(), "lstmkit_ln_forward", [&] {
+    using T = scalar_t;
+    const int64_t width = panel_width(4 * H, Vectorized<T>::size());
+    Forward<T> f{gates_x.data_ptr<T>(), h0.data_ptr<T>(), c0.data_ptr<T>(), data_or_null<T>(gamma_hh),
+                 data_or_null<T>(beta_hh), data_or_null<T>(gamma_c), data_or_null<T>(beta_c), data_or_null<T>(keep_c),
+                 data_or_null<T>(keep_h), out.data_ptr<T>(), h_n.data_ptr<T>(), c_n.data_ptr<T>(),
+                 acts.data_ptr<T>(), rec.data_ptr<T>(), c_new.data_ptr<T>(), cells.data_ptr<T>(),
+                 tanh_y.data_ptr<T>(), stats.data_ptr<T>(), h_prev.data_ptr<T>(), H, eps_hh, eps_c, walk,
+                 Operand<T>::pack_transposed(weight_hh, width, (4 * H + width - 1) / width, [&](int64_t p, int64_t c) {
+                   const int64_t first = p * width + c * Vectorized<T>::size();
+                   return std::pair{first, std::min<int64_t>(Vectorized<T>::size(), 4 * H - first)};
+                 })};
+    f.run();
+  });
+  return {out, h_n, c_n, acts, rec, c_new, cells, tanh_y, stats, h_prev};
+}
+
+// -> [d_gates (N, 4H), d_rec (N, 4H) (d_gates itself without gamma_hh), d_y (N, H), d_h0 (B, H), d_c0 (B, H)]
+std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
+                                 const at::Tensor& acts, const at::Tensor& rec, const at::Tensor& c_new,
+                                 const at::Tensor& cells, const at::Tensor& tanh_y, const at::Tensor& stats,
+                                 const at::Tensor& c0, const at::Tensor& weight_hh,
+                                 const std::optional<at::Tensor>& gamma_hh, const std::optional<at::Tensor>& gamma_c,
+                                 const std::optional<at::Tensor>& keep_c, const std::optional<at::Tensor>& keep_h,
+                                 c10::ArrayRef<int64_t> batch_sizes, bool reverse) {
+  const int64_t N = acts.size(0), H = acts.size(1) / 4, B = c0.size(0);
+  const Walk walk(batch_sizes, reverse);
+  TORCH_CHECK(batch_sizes[0] == B, "batch_sizes do not match the rows of c0");
+  check(acts, "acts", acts, {N, 4 * H}), check(rec, "rec", acts, {N, 4 * H}), check(d_out, "d_out", acts, {N, H});
+  check(d_h_n, "d_h_n", acts, {B, H}), check(d_c_n, "d_c_n", acts, {B, H}), check(c0, "c0", acts, {B, H});
+  for (auto [t, name] : {std::pair{c_new, "c_new"}, {cells, "cells"}, {tanh_y, "tanh_y"}}) check(t, name, acts, {N, H});
+  check(stats, "stats", acts, {N, 4}), check(weight_hh, "weight_hh", acts, {4 * H, H});
+  check(gamma_hh, "gamma_hh", acts, {4 * H}), check(gamma_c, "gamma_c", acts, {H});
+  check(keep_c, "keep_c", acts, {N, H}), check(keep_h, "keep_h", acts, {N, H});
+  const auto opt = acts.options();
+  at::Tensor d_gates = empty_large({N, 4 * H}, opt), d_rec = gamma_hh ? empty_large({N, 4 * H}, opt) : d_gates,
+             d_y = empty_large({N, H}, opt), dh = d_h_n.clone(), dc = d_c_n.clone();
+  AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstmkit_ln_backward", [&] {
+    using T = scalar_t;
+    Backward<T> bw{d_out.data_ptr<T>(), acts.data_ptr<T>(), rec.data_ptr<T>(), c_new.data_ptr<T>(),
+                   cells.data_ptr<T>(), tanh_y.data_ptr<T>(), stats.data_ptr<T>(), c0.data_ptr<T>(),
+                   data_or_null<T>(gamma_hh), data_or_null<T>(gamma_c), data_or_null<T>(keep_c),
+                   data_or_null<T>(keep_h), d_gates.data_ptr<T>(), d_rec.data_ptr<T>(), d_y.data_ptr<T>(),
+                   dh.data_ptr<T>(), dc.data_ptr<T>(), H, walk,
+                   Operand<T>::pack_rows(weight_hh, panel_width(H, Vectorized<T>::size()))};
+    bw.run();
+  });
+  return {d_gates, d_rec, d_y, dh, dc};
+}
+
+}  // namespace lstmkit::layer_norm
+
+TORCH_LIBRARY(LSTMKIT_LN_NAMESPACE, m) {
+  m.def("forward(Tensor gates_x, Tensor h0, Tensor c0, Tensor weight_hh, Tensor? gamma_hh, Tensor? beta_hh, "
+        "Tensor? gamma_c, Tensor? beta_c, Tensor? keep_c, Tensor? keep_h, *, int[] batch_sizes, bool reverse, "
+        "float eps_hh, float eps_c) -> Tensor[]");
+  m.def("backward(Tensor d_out, Tensor d_h_n, Tensor d_c_n, Tensor acts, Tensor rec, Tensor c_new, Tensor cells, "
+        "Tensor tanh_y, Tensor stats, Tensor c0, Tensor weight_hh, Tensor? gamma_hh, Tensor? gamma_c, "
+        "Tensor? keep_c, Tensor? keep_h, *, int[] batch_sizes, bool reverse) -> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(LSTMKIT_LN_NAMESPACE, CPU, m) {
+  m.impl("forward", &lstmkit::layer_norm::forward);
+  m.impl("backward", &lstmkit::layer_norm::backward);
+}
