@@ -20,6 +20,7 @@
 
 #include "activations.h"
 #include "gemm.h"
+#include "products.h"
 #include "team.h"
 
 #ifndef LSTMKIT_LN_NAMESPACE
@@ -92,7 +93,8 @@ struct Forward {
   using V = Vectorized<T>;
   static constexpr int64_t L = V::size();
 
-  const T *gates_x;              // (N, 4H) P = LN_ih(W_ih x) + b
+  const T *gates_x;              // (N, 4H) P = LN_ih(W_ih x)
+  const T *bias;                 // (4H) b = b_ih + b_hh, or null
   const T *h0, *c0;              // (B, H)
   const T *gamma_hh, *beta_hh;   // (4H) or null: no LN_hh
   const T *gamma_c, *beta_c;     // (H) or null: no LN_c
@@ -140,10 +142,11 @@ struct Forward {
     }
     for (int64_t v = 0; v < H; v += L) {
       const int m = static_cast<int>(std::min(L, H - v));
-      const auto pre = [&](int g) {  // G_t = P_t + LN_hh(W_hh h_{t-1})
+      const auto pre = [&](int g) {  // G_t = P_t + LN_hh(W_hh h_{t-1}) + b
         const int64_t k = g * H + v;
-        return V::loadu(px + k, m) + normalized<T>(V::loadu(a + k, m), gamma_hh ? gamma_hh + k : nullptr,
-                                                   beta_hh ? beta_hh + k : nullptr, mean_hh, rstd_hh, m);
+        const V p = V::loadu(px + k, m) + normalized<T>(V::loadu(a + k, m), gamma_hh ? gamma_hh + k : nullptr,
+                                                        beta_hh ? beta_hh + k : nullptr, mean_hh, rstd_hh, m);
+        return bias ? p + V::loadu(bias + k, m) : p;
       };
       const V i = A::sigmoid(pre(0)), f = A::sigmoid(pre(1)), g = A::tanh(pre(2)), o = A::sigmoid(pre(3));
       i.store(ac + v, m), f.store(ac + H + v, m), g.store(ac + 2 * H + v, m), o.store(ac + 3 * H + v, m);
@@ -326,8 +329,8 @@ void check(const std::optional<at::Tensor>& t, const char* name, const at::Tenso
 
 // -> [out (N, H), h_n (B, H), c_n (B, H), acts (N, 4H), rec (N, 4H), c_new (N, H), cells (N, H), tanh_y (N, H),
 //     stats (N, 4), h_prev (N, H)]; cells is c_new without keep_c
-std::vector<at::Tensor> forward(const at::Tensor& gates_x, const at::Tensor& h0, const at::Tensor& c0,
-                                const at::Tensor& weight_hh, const std::optional<at::Tensor>& gamma_hh,
+std::vector<at::Tensor> forward(const at::Tensor& gates_x, const std::optional<at::Tensor>& bias,
+                                const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_hh, const std::optional<at::Tensor>& gamma_hh,
                                 const std::optional<at::Tensor>& beta_hh, const std::optional<at::Tensor>& gamma_c,
                                 const std::optional<at::Tensor>& beta_c, const std::optional<at::Tensor>& keep_c,
                                 const std::optional<at::Tensor>& keep_h, c10::ArrayRef<int64_t> batch_sizes,
@@ -341,7 +344,7 @@ std::vector<at::Tensor> forward(const at::Tensor& gates_x, const at::Tensor& h0,
   for (int64_t n : batch_sizes) total += n;
   TORCH_CHECK(batch_sizes[0] == B && total == N, "batch_sizes do not match the rows of gates_x and h0");
   check(gates_x, "gates_x", gates_x, {N, 4 * H}), check(h0, "h0", gates_x, {B, H}), check(c0, "c0", gates_x, {B, H});
-  check(weight_hh, "weight_hh", gates_x, {4 * H, H});
+  check(weight_hh, "weight_hh", gates_x, {4 * H, H}), check(bias, "bias", gates_x, {4 * H});
   check(gamma_hh, "gamma_hh", gates_x, {4 * H}), check(beta_hh, "beta_hh", gates_x, {4 * H});
   check(gamma_c, "gamma_c", gates_x, {H}), check(beta_c, "beta_c", gates_x, {H});
   TORCH_CHECK(gamma_hh.has_value() == beta_hh.has_value() && gamma_c.has_value() == beta_c.has_value(),
@@ -355,7 +358,7 @@ std::vector<at::Tensor> forward(const at::Tensor& gates_x, const at::Tensor& h0,
   AT_DISPATCH_FLOATING_TYPES(gates_x.scalar_type(), "lstmkit_ln_forward", [&] {
     using T = scalar_t;
     const int64_t width = panel_width(4 * H, Vectorized<T>::size());
-    Forward<T> f{gates_x.data_ptr<T>(), h0.data_ptr<T>(), c0.data_ptr<T>(), data_or_null<T>(gamma_hh),
+    Forward<T> f{gates_x.data_ptr<T>(), data_or_null<T>(bias), h0.data_ptr<T>(), c0.data_ptr<T>(), data_or_null<T>(gamma_hh),
                  data_or_null<T>(beta_hh), data_or_null<T>(gamma_c), data_or_null<T>(beta_c), data_or_null<T>(keep_c),
                  data_or_null<T>(keep_h), out.data_ptr<T>(), h_n.data_ptr<T>(), c_n.data_ptr<T>(),
                  acts.data_ptr<T>(), rec.data_ptr<T>(), c_new.data_ptr<T>(), cells.data_ptr<T>(),
@@ -369,14 +372,51 @@ std::vector<at::Tensor> forward(const at::Tensor& gates_x, const at::Tensor& h0,
   return {out, h_n, c_n, acts, rec, c_new, cells, tanh_y, stats, h_prev};
 }
 
-// -> [d_gates (N, 4H), d_rec (N, 4H) (d_gates itself without gamma_hh), d_y (N, H), d_h0 (B, H), d_c0 (B, H)]
+// Σ_n dy[n] ⊙ (a[n] - mean[n]) ⋅ rstd[n] and Σ_n dy[n] over the N rows of dy and a (N, F), stats[n][k], stats[n][k + 1]
+// the row's mean and 1/std: a norm's gain and bias gradients (with stats null, Σ_n dy[n] alone, a bias's). In blocks
+// of a fixed number of rows, each one thread's, whose partial sums add in block order: the same bits at any thread
+// count.
+template <typename T>
+void norm_grads(const T* dy, const T* a, const T* stats, int k, int64_t N, int64_t F, T* d_gamma, T* d_beta) {
+  using V = Vectorized<T>;
+  constexpr int64_t L = V::size(), kBlock = 256;
+  const int64_t blocks = (N + kBlock - 1) / kBlock, parts = stats ? 2 : 1;
+  std::vector<T> partial(blocks * parts * F);
+  at::parallel_for(0, blocks, 1, [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
+      T *sg = partial.data() + j * parts * F, *sb = sg + (parts - 1) * F;
+      std::fill(sg, sg + parts * F, T(0));
+      for (int64_t n = j * kBlock; n < std::min(N, (j + 1) * kBlock); ++n)
+        for (int64_t v = 0; v < F; v += L) {
+          const int m = static_cast<int>(std::min(L, F - v));
+          const V d = V::loadu(dy + n * F + v, m);
+          (V::loadu(sb + v, m) + d).store(sb + v, m);
+          if (stats) {
+            const V a_hat = (V::loadu(a + n * F + v, m) - V(stats[n * 4 + k])) * V(stats[n * 4 + k + 1]);
+            at::vec::fmadd(d, a_hat, V::loadu(sg + v, m)).store(sg + v, m);
+          }
+        }
+    }
+  });
+  std::fill(d_beta, d_beta + F, T(0));
+  if (stats) std::fill(d_gamma, d_gamma + F, T(0));
+  for (int64_t j = 0; j < blocks; ++j)
+    for (int64_t f = 0; f < F; ++f) {
+      d_beta[f] += partial[(j * parts + parts - 1) * F + f];
+      if (stats) d_gamma[f] += partial[j * parts * F + f];
+    }
+}
+
+// -> [d_gates (N, 4H) (dL/dP), d_h0 (B, H), d_c0 (B, H), d_bias (4H), d_weight_hh (4H, H) = Σ_t da_t^T h_{t-1},
+//     d_gamma_hh, d_beta_hh (4H), d_gamma_c, d_beta_c (H)]: each empty, (0,), where not asked for or absent
 std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
                                  const at::Tensor& acts, const at::Tensor& rec, const at::Tensor& c_new,
                                  const at::Tensor& cells, const at::Tensor& tanh_y, const at::Tensor& stats,
                                  const at::Tensor& c0, const at::Tensor& weight_hh,
                                  const std::optional<at::Tensor>& gamma_hh, const std::optional<at::Tensor>& gamma_c,
                                  const std::optional<at::Tensor>& keep_c, const std::optional<at::Tensor>& keep_h,
-                                 c10::ArrayRef<int64_t> batch_sizes, bool reverse) {
+                                 const at::Tensor& h_prev, c10::ArrayRef<int64_t> batch_sizes, bool reverse,
+                                 bool bias_grad, bool weight_grad) {
   const int64_t N = acts.size(0), H = acts.size(1) / 4, B = c0.size(0);
   const Walk walk(batch_sizes, reverse);
   TORCH_CHECK(batch_sizes[0] == B, "batch_sizes do not match the rows of c0");
@@ -385,7 +425,7 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
   for (auto [t, name] : {std::pair{c_new, "c_new"}, {cells, "cells"}, {tanh_y, "tanh_y"}}) check(t, name, acts, {N, H});
   check(stats, "stats", acts, {N, 4}), check(weight_hh, "weight_hh", acts, {4 * H, H});
   check(gamma_hh, "gamma_hh", acts, {4 * H}), check(gamma_c, "gamma_c", acts, {H});
-  check(keep_c, "keep_c", acts, {N, H}), check(keep_h, "keep_h", acts, {N, H});
+  check(keep_c, "keep_c", acts, {N, H}), check(keep_h, "keep_h", acts, {N, H}), check(h_prev, "h_prev", acts, {N, H});
   const auto opt = acts.options();
   at::Tensor d_gates = empty_large({N, 4 * H}, opt), d_rec = gamma_hh ? empty_large({N, 4 * H}, opt) : d_gates,
              d_y = empty_large({N, H}, opt), dh = d_h_n.clone(), dc = d_c_n.clone();
@@ -399,21 +439,56 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
                    Operand<T>::pack_rows(weight_hh, panel_width(H, Vectorized<T>::size()))};
     bw.run();
   });
-  return {d_gates, d_rec, d_y, dh, dc};
+
+  // after the loop, once over all rows
+  const at::Tensor none = at::empty({0}, opt);
+  at::Tensor d_bias = bias_grad ? at::empty({4 * H}, opt) : none, d_w = weight_grad ? at::empty({4 * H, H}, opt) : none;
+  at::Tensor d_gamma_hh = gamma_hh ? at::empty({4 * H}, opt) : none, d_beta_hh = gamma_hh ? at::empty({4 * H}, opt) : none;
+  at::Tensor d_gamma_c = gamma_c ? at::empty({H}, opt) : none, d_beta_c = gamma_c ? at::empty({H}, opt) : none;
+  if (weight_grad) product(d_rec.t(), h_prev, d_w);  // dW_hh = Σ_t da_t^T h_{t-1}
+  AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstmkit_ln_sums", [&] {
+    using T = scalar_t;
+    if (bias_grad) norm_grads<T>(d_gates.data_ptr<T>(), nullptr, nullptr, 0, N, 4 * H, nullptr, d_bias.data_ptr<T>());
+    if (gamma_hh)  // LN_hh(a)'s gradient is dG: dγ = Σ dG ⊙ â, dβ = Σ dG
+      norm_grads<T>(d_gates.data_ptr<T>(), rec.data_ptr<T>(), stats.data_ptr<T>(), 0, N, 4 * H,
+                    d_gamma_hh.data_ptr<T>(), d_beta_hh.data_ptr<T>());
+    if (gamma_c)  // y = LN_c(c̃): dγ = Σ dy ⊙ ŷ, dβ = Σ dy
+      norm_grads<T>(d_y.data_ptr<T>(), c_new.data_ptr<T>(), stats.data_ptr<T>(), 2, N, H, d_gamma_c.data_ptr<T>(),
+                    d_beta_c.data_ptr<T>());
+  });
+  return {d_gates, dh, dc, d_bias, d_w, d_gamma_hh, d_beta_hh, d_gamma_c, d_beta_c};
 }
+
+// x (N, I) W^T for W (O, I), and a b for any strides: products.h's GEMM (oneDNN in float32 where torch has it), the
+// input half's product and its two gradients
+at::Tensor matmul_op(const at::Tensor& a, const at::Tensor& b) {
+  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0) && a.scalar_type() == b.scalar_type() &&
+                  a.device().is_cpu() && b.device().is_cpu(),
+              "matmul takes CPU matrices (M, K) and (K, N) of one dtype");
+  at::Tensor c = at::empty({a.size(0), b.size(1)}, a.options());
+  product(a, b, c);
+  return c;
+}
+
+at::Tensor linear_op(const at::Tensor& x, const at::Tensor& weight) { return matmul_op(x, weight.t()); }
 
 }  // namespace lstmkit::layer_norm
 
 TORCH_LIBRARY(LSTMKIT_LN_NAMESPACE, m) {
-  m.def("forward(Tensor gates_x, Tensor h0, Tensor c0, Tensor weight_hh, Tensor? gamma_hh, Tensor? beta_hh, "
+  m.def("forward(Tensor gates_x, Tensor? bias, Tensor h0, Tensor c0, Tensor weight_hh, Tensor? gamma_hh, Tensor? beta_hh, "
         "Tensor? gamma_c, Tensor? beta_c, Tensor? keep_c, Tensor? keep_h, *, int[] batch_sizes, bool reverse, "
         "float eps_hh, float eps_c) -> Tensor[]");
   m.def("backward(Tensor d_out, Tensor d_h_n, Tensor d_c_n, Tensor acts, Tensor rec, Tensor c_new, Tensor cells, "
         "Tensor tanh_y, Tensor stats, Tensor c0, Tensor weight_hh, Tensor? gamma_hh, Tensor? gamma_c, "
-        "Tensor? keep_c, Tensor? keep_h, *, int[] batch_sizes, bool reverse) -> Tensor[]");
+        "Tensor? keep_c, Tensor? keep_h, Tensor h_prev, *, int[] batch_sizes, bool reverse, bool bias_grad, "
+        "bool weight_grad) -> Tensor[]");
+  m.def("linear(Tensor x, Tensor weight) -> Tensor");
+  m.def("matmul(Tensor a, Tensor b) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(LSTMKIT_LN_NAMESPACE, CPU, m) {
   m.impl("forward", &lstmkit::layer_norm::forward);
   m.impl("backward", &lstmkit::layer_norm::backward);
+  m.impl("linear", &lstmkit::layer_norm::linear_op);
+  m.impl("matmul", &lstmkit::layer_norm::matmul_op);
 }

@@ -1,8 +1,10 @@
 """The native layer-normalized / zoned layer: regularized_bptt.py's loop, forward and backward, in C++.
 
-The input half P = LN_ih(W_ih x) + b is one call over all rows before the loop (autograd differentiates it), as in
-the fused loop; the time loop is lstmkit/csrc/layer_norm.cpp (ops lstmkit_ln::forward and ::backward, built with the
-native engine); after it, dW_hh and the LN_hh and LN_c gains and biases come from one call over all rows each.
+The input half P = LN_ih(W_ih x) is one call over all rows before the loop (autograd differentiates it; a dense
+W_ih's product and its gradients by the loop's GEMM, oneDNN's in float32), as in the fused loop; the time loop
+is lstmkit/csrc/layer_norm.cpp (ops lstmkit_ln::forward and ::backward, built with the native engine), which adds
+the bias b in its step; after it, in C++ too, dW_hh, db and the LN_hh and LN_c gains' and biases' gradients come
+from one call over all rows each.
 It runs CPU float32/float64 layers with a dense W_hh and no projection (`runs`); regularized.py sends the rest to
 the fused Python loop.
 """
@@ -15,7 +17,6 @@ from lstmkit import maps
 from lstmkit.engine import build
 from lstmkit.engine.bptt import first_derivative_only
 from lstmkit.engine.hoisted import input_product
-from lstmkit.engine.regularized_bptt import _affine_grads
 from lstmkit.engine.regularized_cell import Norm, Regularization, normalize
 from lstmkit.engine.schedule import resolve
 from lstmkit.maps import Map
@@ -31,8 +32,12 @@ def kernels():
 
 
 def _dense_weight_hh(weight_hh: Map) -> Tensor | None:
+    """W_hh (4H, H) where the map is that one dense tensor (so dW_hh = Σ_t da_t^T h_{t-1} is its gradient), else
+    None."""
     form = maps.native_recurrent(weight_hh, None)
-    return form.weight_hh if form is not None and form.kind == "dense" else None
+    tensors = maps.tensors(weight_hh)
+    own = form is not None and form.kind == "dense" and len(tensors) == 1 and tensors[0] is form.weight_hh
+    return form.weight_hh if own else None
 
 
 def runs(x: Tensor, h0: Tensor, c0: Tensor, weight_hh: Map, bias: Tensor | None, weight_hr: Map | None,
@@ -56,18 +61,41 @@ def _mask(keep: Tensor | None) -> Tensor | None:
     return None if keep is None else keep.detach().contiguous()  # eval's expectation is an expanded (1, H) row
 
 
-class NativeRegularizedRecurrence(torch.autograd.Function):
-    """(P, h0, c0, d^c, d^h, *LN_hh and LN_c params, *tensors of W_hh) -> (out, h_n, c_n), in packed rows."""
+class DenseInputProduct(torch.autograd.Function):
+    """(x (N, I), W (4H, I)) -> x W^T (N, 4H), the products forward and backward by lstmkit_ln::matmul."""
 
     @staticmethod
-    def forward(ctx, cfg, gates_x: Tensor, h0: Tensor, c0: Tensor, keep_c: Tensor | None, keep_h: Tensor | None,
-                *tensors: Tensor):
+    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        return kernels().linear(x.contiguous(), weight.contiguous())
+
+    @staticmethod
+    @first_derivative_only
+    def backward(ctx, g: Tensor):
+        x, weight = ctx.saved_tensors
+        dx = kernels().matmul(g, weight) if ctx.needs_input_grad[0] else None  # dx = g W
+        dw = kernels().matmul(g.t(), x) if ctx.needs_input_grad[1] else None  # dW = g^T x
+        return dx, dw
+
+
+def _input_product(weight_ih: Map, x: Tensor) -> Tensor:
+    if isinstance(weight_ih, Tensor):  # dense: the loop's GEMM, as the native engine's weight gradients
+        return DenseInputProduct.apply(x, weight_ih)
+    return input_product(weight_ih, x)
+
+
+class NativeRegularizedRecurrence(torch.autograd.Function):
+    """(P, bias, h0, c0, d^c, d^h, *LN_hh and LN_c params, *tensors of W_hh) -> (out, h_n, c_n), in packed rows."""
+
+    @staticmethod
+    def forward(ctx, cfg, gates_x: Tensor, bias: Tensor | None, h0: Tensor, c0: Tensor, keep_c: Tensor | None,
+                keep_h: Tensor | None, *tensors: Tensor):
         batch_sizes, reverse, weight_hh, norm_hh, norm_c = cfg
         w = _dense_weight_hh(weight_hh).detach().contiguous()
         (g_hh, b_hh, eps_hh), (g_c, b_c, eps_c) = _gain(norm_hh), _gain(norm_c)
         keep_c, keep_h = _mask(keep_c), _mask(keep_h)
         out, h_n, c_n, acts, rec, c_new, cells, tanh_y, stats, h_prev = kernels().forward(
-            gates_x.contiguous(), h0.contiguous(), c0.contiguous(), w, g_hh, b_hh, g_c, b_c, keep_c, keep_h,
+            gates_x.contiguous(), None if bias is None else bias.detach().contiguous(), h0.contiguous(), c0.contiguous(), w, g_hh, b_hh, g_c, b_c, keep_c, keep_h,
             batch_sizes=batch_sizes, reverse=reverse, eps_hh=eps_hh, eps_c=eps_c)
         ctx.cfg = cfg
         ctx.save_for_backward(acts, rec, c_new, cells, tanh_y, stats, h_prev, c0, w, keep_c, keep_h)
@@ -78,20 +106,14 @@ class NativeRegularizedRecurrence(torch.autograd.Function):
     def backward(ctx, d_out: Tensor, d_h_n: Tensor, d_c_n: Tensor):
         batch_sizes, reverse, weight_hh, norm_hh, norm_c = ctx.cfg
         acts, rec, c_new, cells, tanh_y, stats, h_prev, c0, w, keep_c, keep_h = ctx.saved_tensors
-        d_gates, d_rec, d_y, d_h0, d_c0 = kernels().backward(
+        needs = ctx.needs_input_grad  # cfg, P, bias, h0, c0, d^c, d^h, *norms' (γ, β), W_hh
+        d_gates, d_h0, d_c0, d_bias, d_w, g_hh, b_hh, g_c, b_c = kernels().backward(
             d_out.contiguous(), d_h_n.contiguous(), d_c_n.contiguous(), acts, rec, c_new, cells, tanh_y, stats, c0,
-            w, _gain(norm_hh)[0], _gain(norm_c)[0], keep_c, keep_h, batch_sizes=batch_sizes, reverse=reverse)
-
-        # after the loop, once over all N rows
-        needs = ctx.needs_input_grad
-        d_norms = [*(_affine_grads(norm_hh, d_gates, rec, stats[:, 0:1], stats[:, 1:2]) if norm_hh else ()),
-                   *(_affine_grads(norm_c, d_y, c_new, stats[:, 2:3], stats[:, 3:4]) if norm_c else ())]
-        n_norms = len(d_norms)
-        d_weights: list[Tensor | None] = [None] * (len(needs) - 6 - n_norms)
-        if any(needs[6 + n_norms:]):
-            d_weights = list(maps.weight_grads(weight_hh, h_prev, d_rec))  # Σ_t da_t^T h_{t-1}
-        return (None, d_gates if needs[1] else None, d_h0 if needs[2] else None, d_c0 if needs[3] else None,
-                None, None, *d_norms, *d_weights)
+            w, _gain(norm_hh)[0], _gain(norm_c)[0], keep_c, keep_h, h_prev, batch_sizes=batch_sizes,
+            reverse=reverse, bias_grad=needs[2], weight_grad=needs[-1])
+        d_norms = [g_hh, b_hh] * (norm_hh is not None) + [g_c, b_c] * (norm_c is not None)
+        return (None, d_gates if needs[1] else None, d_bias if needs[2] else None, d_h0 if needs[3] else None,
+                d_c0 if needs[4] else None, None, None, *d_norms, d_w if needs[-1] else None)
 
 
 def regularized_native_layer(x: Tensor, batch_sizes: list[int] | None, h0: Tensor, c0: Tensor, weight_ih: Map,
@@ -101,9 +123,7 @@ def regularized_native_layer(x: Tensor, batch_sizes: list[int] | None, h0: Tenso
     """regularized_fused_layer's contract where `runs` holds (peephole and weight_hr None), run by the C++ loop."""
     reg = regularization
     batch_sizes = resolve(batch_sizes, x, h0)
-    gates_x = normalize(reg.norm_ih, input_product(weight_ih, x))  # (N, 4H): LN_ih of every step in one call
-    if bias is not None:
-        gates_x = gates_x + bias
+    gates_x = normalize(reg.norm_ih, _input_product(weight_ih, x))  # (N, 4H): LN_ih of every step in one call
     cfg = (batch_sizes, reverse, weight_hh, reg.norm_hh, reg.norm_c)
-    return NativeRegularizedRecurrence.apply(cfg, gates_x, h0, c0, reg.cell_keep, reg.hidden_keep, *reg.tensors(),
+    return NativeRegularizedRecurrence.apply(cfg, gates_x, bias, h0, c0, reg.cell_keep, reg.hidden_keep, *reg.tensors(),
                                              *maps.tensors(weight_hh))
