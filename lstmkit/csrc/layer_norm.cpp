@@ -80,6 +80,29 @@ std::pair<T, T> moments(const T* a, int64_t n, double eps) {
   return {mean, T(1) / std::sqrt(sum_lanes(sq) / T(n) + T(eps))};
 }
 
+constexpr int64_t kStats = 6;  // per row: mean and 1/std of LN_hh, of LN_c, of LN_ih
+
+// dL/da for y = LN(a) over one row of F values, gain γ, from dL/dy = dy:
+// rstd (γ ⊙ dy - mean(γ ⊙ dy) - â mean(γ ⊙ dy ⊙ â)), â = (a - mean) ⋅ rstd
+template <typename T>
+void norm_backward(const T* dy, const T* a, const T* gamma, T mean, T rstd, int64_t F, T* da) {
+  using V = Vectorized<T>;
+  constexpr int64_t L = V::size();
+  V s1(T(0)), s2(T(0));
+  for (int64_t v = 0; v < F; v += L) {
+    const int m = static_cast<int>(std::min(L, F - v));
+    const V g = V::loadu(dy + v, m) * V::loadu(gamma + v, m);  // zero past m: so are the products
+    s1 = s1 + g;
+    s2 = at::vec::fmadd(g, (V::loadu(a + v, m) - V(mean)) * V(rstd), s2);
+  }
+  const T m1 = sum_lanes(s1) / T(F), m2 = sum_lanes(s2) / T(F);
+  for (int64_t v = 0; v < F; v += L) {
+    const int m = static_cast<int>(std::min(L, F - v));
+    const V a_hat = (V::loadu(a + v, m) - V(mean)) * V(rstd);
+    (V(rstd) * (V::loadu(dy + v, m) * V::loadu(gamma + v, m) - V(m1) - a_hat * V(m2))).store(da + v, m);
+  }
+}
+
 // γ ⊙ (a - mean) ⋅ rstd + β for one vector, or a itself without a norm (γ null)
 template <typename T>
 Vectorized<T> normalized(Vectorized<T> a, const T* gamma, const T* beta, T mean, T rstd, int m) {
@@ -93,7 +116,8 @@ struct Forward {
   using V = Vectorized<T>;
   static constexpr int64_t L = V::size();
 
-  const T *gates_x;              // (N, 4H) P = LN_ih(W_ih x)
+  const T *gates_x;              // (N, 4H) W_ih x
+  const T *gamma_ih, *beta_ih;   // (4H) or null: no LN_ih
   const T *bias;                 // (4H) b = b_ih + b_hh, or null
   const T *h0, *c0;              // (B, H)
   const T *gamma_hh, *beta_hh;   // (4H) or null: no LN_hh
@@ -105,10 +129,10 @@ struct Forward {
   T *c_new;                      // (N, H) c̃_t, LN_c's input
   T *cells;                      // (N, H) c_t (the zoned state); c_new itself without cell zoneout
   T *tanh_y;                     // (N, H) tanh(LN_c(c̃_t))
-  T *stats;                      // (N, 4) mean and 1/std of LN_hh, then of LN_c
+  T *stats;                      // (N, kStats) mean and 1/std of LN_hh, LN_c, LN_ih
   T *h_prev;                     // (N, H) h_{t-1} of each row: the operand of dW_hh after the loop
   int64_t H;
-  double eps_hh, eps_c;
+  double eps_ih, eps_hh, eps_c;
   Walk walk;
   Panels<T> recurrent;           // W_hh^T (H, 4H) in column panels
 
@@ -126,15 +150,20 @@ struct Forward {
     }
   }
 
-  // the rest of step s for row b: LN_hh, gates, c̃_t, LN_c, h̃_t, zoneout
+  // the rest of step s for row b: LN_ih, LN_hh, gates, c̃_t, LN_c, h̃_t, zoneout
   void row(int64_t s, int64_t b) const {
     using A = Act<T>;
     const int64_t r = walk.start[s] + b, G = 4 * H;
     const bool ends = b >= walk.rows_at(s + 1);
     const T *a = rec + r * G, *px = gates_x + r * G;
     const T *cp = walk.prev(s, b, cells, c0, H), *hp = walk.prev(s, b, out, h0, H);
-    T *ac = acts + r * G, *cn = c_new + r * H, *st = stats + r * 4;
+    T *ac = acts + r * G, *cn = c_new + r * H, *st = stats + r * kStats;
     std::copy_n(hp, H, h_prev + r * H);
+    T mean_ih = 0, rstd_ih = 1;
+    if (gamma_ih) {
+      std::tie(mean_ih, rstd_ih) = moments(px, G, eps_ih);
+      st[4] = mean_ih, st[5] = rstd_ih;
+    }
     T mean_hh = 0, rstd_hh = 1;
     if (gamma_hh) {
       std::tie(mean_hh, rstd_hh) = moments(a, G, eps_hh);
@@ -142,9 +171,10 @@ struct Forward {
     }
     for (int64_t v = 0; v < H; v += L) {
       const int m = static_cast<int>(std::min(L, H - v));
-      const auto pre = [&](int g) {  // G_t = P_t + LN_hh(W_hh h_{t-1}) + b
+      const auto pre = [&](int g) {  // G_t = LN_ih(W_ih x_t) + LN_hh(W_hh h_{t-1}) + b
         const int64_t k = g * H + v;
-        const V p = V::loadu(px + k, m) + normalized<T>(V::loadu(a + k, m), gamma_hh ? gamma_hh + k : nullptr,
+        const V p = normalized<T>(V::loadu(px + k, m), gamma_ih ? gamma_ih + k : nullptr,
+                                  beta_ih ? beta_ih + k : nullptr, mean_ih, rstd_ih, m) + normalized<T>(V::loadu(a + k, m), gamma_hh ? gamma_hh + k : nullptr,
                                                         beta_hh ? beta_hh + k : nullptr, mean_hh, rstd_hh, m);
         return bias ? p + V::loadu(bias + k, m) : p;
       };
@@ -194,9 +224,11 @@ struct Backward {
   static constexpr int64_t L = V::size();
 
   const T *d_out;                           // (N, H)
+  const T *gates_x;                         // (N, 4H) W_ih x
   const T *acts, *rec, *c_new, *cells, *tanh_y, *stats, *c0;  // the forward's (see Forward)
-  const T *gamma_hh, *gamma_c, *keep_c, *keep_h;
-  T *d_gates;                               // (N, 4H) dL/dG_t (= dL/dP_t and dL/d LN_hh(a))
+  const T *gamma_ih, *gamma_hh, *gamma_c, *keep_c, *keep_h;
+  T *d_gates;                               // (N, 4H) dL/dG_t (= dL/d LN_ih(W_ih x) and dL/d LN_hh(a))
+  T *d_x;                                   // (N, 4H) dL/d(W_ih x_t); d_gates itself without LN_ih
   T *d_rec;                                 // (N, 4H) dL/da, a = W_hh h_{t-1}; d_gates itself without LN_hh
   T *d_y;                                   // (N, H) dL/d LN_c(c̃_t) (dL/dc̃_t's part through LN_c without it)
   T *dh;                                    // (B, H) dL/dh_t from the steps after t; ends as dL/dh_0
@@ -209,7 +241,7 @@ struct Backward {
   void row(int64_t s, int64_t b) const {
     const int64_t r = walk.start[s] + b, G = 4 * H;
     const V one(T(1));
-    const T *ac = acts + r * G, *cn = c_new + r * H, *ty_row = tanh_y + r * H, *st = stats + r * 4;
+    const T *ac = acts + r * G, *cn = c_new + r * H, *ty_row = tanh_y + r * H, *st = stats + r * kStats;
     const T* cp = walk.prev(s, b, cells, c0, H);
     T *dg = d_gates + r * G, *dy_row = d_y + r * H, *dhr = dh + b * H, *dcr = dc + b * H;
     const T mean_c = gamma_c ? st[2] : T(0), rstd_c = gamma_c ? st[3] : T(1);
@@ -254,24 +286,9 @@ struct Backward {
       if (keep_c) dc_prev = at::vec::fmadd(V::loadu(keep_c + r * H + v, m), d_c, dc_prev);
       dc_prev.store(dcr + v, m);
     }
-    if (!gamma_hh) return;
-    // G = P + LN_hh(a): da = rstd (γ ⊙ dG - mean(γ ⊙ dG) - â mean(γ ⊙ dG ⊙ â))
-    const T mean_hh = st[0], rstd_hh = st[1];
-    const T* a = rec + r * G;
-    V s1(T(0)), s2(T(0));
-    for (int64_t v = 0; v < G; v += L) {
-      const int m = static_cast<int>(std::min(L, G - v));
-      const V gdg = V::loadu(dg + v, m) * V::loadu(gamma_hh + v, m);
-      s1 = s1 + gdg;
-      s2 = at::vec::fmadd(gdg, (V::loadu(a + v, m) - V(mean_hh)) * V(rstd_hh), s2);
-    }
-    const T m1 = sum_lanes(s1) / T(G), m2 = sum_lanes(s2) / T(G);
-    T* dr = d_rec + r * G;
-    for (int64_t v = 0; v < G; v += L) {
-      const int m = static_cast<int>(std::min(L, G - v));
-      const V a_hat = (V::loadu(a + v, m) - V(mean_hh)) * V(rstd_hh);
-      (V(rstd_hh) * (V::loadu(dg + v, m) * V::loadu(gamma_hh + v, m) - V(m1) - a_hat * V(m2))).store(dr + v, m);
-    }
+    // G = LN_ih(W_ih x) + LN_hh(a) + b: dL/dG through each norm
+    if (gamma_hh) norm_backward(dg, rec + r * G, gamma_hh, st[0], st[1], G, d_rec + r * G);
+    if (gamma_ih) norm_backward(dg, gates_x + r * G, gamma_ih, st[4], st[5], G, d_x + r * G);
   }
 
   // dL/dh_{t-1} += dL/da W_hh for the columns of panel p and every row of step s
@@ -328,13 +345,15 @@ void check(const std::optional<at::Tensor>& t, const char* name, const at::Tenso
 }
 
 // -> [out (N, H), h_n (B, H), c_n (B, H), acts (N, 4H), rec (N, 4H), c_new (N, H), cells (N, H), tanh_y (N, H),
-//     stats (N, 4), h_prev (N, H)]; cells is c_new without keep_c
+//     stats (N, kStats), h_prev (N, H)]; cells is c_new without keep_c
 std::vector<at::Tensor> forward(const at::Tensor& gates_x, const std::optional<at::Tensor>& bias,
-                                const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_hh, const std::optional<at::Tensor>& gamma_hh,
+                                const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_hh,
+                                const std::optional<at::Tensor>& gamma_ih, const std::optional<at::Tensor>& beta_ih,
+                                const std::optional<at::Tensor>& gamma_hh,
                                 const std::optional<at::Tensor>& beta_hh, const std::optional<at::Tensor>& gamma_c,
                                 const std::optional<at::Tensor>& beta_c, const std::optional<at::Tensor>& keep_c,
                                 const std::optional<at::Tensor>& keep_h, c10::ArrayRef<int64_t> batch_sizes,
-                                bool reverse, double eps_hh, double eps_c) {
+                                bool reverse, double eps_ih, double eps_hh, double eps_c) {
   TORCH_CHECK(gates_x.scalar_type() == at::kFloat || gates_x.scalar_type() == at::kDouble,
               "the layer-norm loop runs float32 and float64, got ", gates_x.scalar_type());
   TORCH_CHECK(gates_x.dim() == 2 && h0.dim() == 2, "gates_x (N, 4H) and h0 (B, H) must be matrices");
@@ -345,24 +364,26 @@ std::vector<at::Tensor> forward(const at::Tensor& gates_x, const std::optional<a
   TORCH_CHECK(batch_sizes[0] == B && total == N, "batch_sizes do not match the rows of gates_x and h0");
   check(gates_x, "gates_x", gates_x, {N, 4 * H}), check(h0, "h0", gates_x, {B, H}), check(c0, "c0", gates_x, {B, H});
   check(weight_hh, "weight_hh", gates_x, {4 * H, H}), check(bias, "bias", gates_x, {4 * H});
+  check(gamma_ih, "gamma_ih", gates_x, {4 * H}), check(beta_ih, "beta_ih", gates_x, {4 * H});
   check(gamma_hh, "gamma_hh", gates_x, {4 * H}), check(beta_hh, "beta_hh", gates_x, {4 * H});
   check(gamma_c, "gamma_c", gates_x, {H}), check(beta_c, "beta_c", gates_x, {H});
-  TORCH_CHECK(gamma_hh.has_value() == beta_hh.has_value() && gamma_c.has_value() == beta_c.has_value(),
+  TORCH_CHECK(gamma_ih.has_value() == beta_ih.has_value() && gamma_hh.has_value() == beta_hh.has_value() && gamma_c.has_value() == beta_c.has_value(),
               "a norm comes with its gain and its bias");
   check(keep_c, "keep_c", gates_x, {N, H}), check(keep_h, "keep_h", gates_x, {N, H});
   const auto opt = gates_x.options();
   at::Tensor out = empty_large({N, H}, opt), h_n = at::empty({B, H}, opt), c_n = at::empty({B, H}, opt),
              acts = empty_large({N, 4 * H}, opt), rec = empty_large({N, 4 * H}, opt),
              c_new = empty_large({N, H}, opt), cells = keep_c ? empty_large({N, H}, opt) : c_new,
-             tanh_y = empty_large({N, H}, opt), stats = at::zeros({N, 4}, opt), h_prev = empty_large({N, H}, opt);
+             tanh_y = empty_large({N, H}, opt), stats = at::zeros({N, kStats}, opt), h_prev = empty_large({N, H}, opt);
   AT_DISPATCH_FLOATING_TYPES(gates_x.scalar_type(), "lstmkit_ln_forward", [&] {
     using T = scalar_t;
     const int64_t width = panel_width(4 * H, Vectorized<T>::size());
-    Forward<T> f{gates_x.data_ptr<T>(), data_or_null<T>(bias), h0.data_ptr<T>(), c0.data_ptr<T>(), data_or_null<T>(gamma_hh),
+    Forward<T> f{gates_x.data_ptr<T>(), data_or_null<T>(gamma_ih), data_or_null<T>(beta_ih), data_or_null<T>(bias),
+                 h0.data_ptr<T>(), c0.data_ptr<T>(), data_or_null<T>(gamma_hh),
                  data_or_null<T>(beta_hh), data_or_null<T>(gamma_c), data_or_null<T>(beta_c), data_or_null<T>(keep_c),
                  data_or_null<T>(keep_h), out.data_ptr<T>(), h_n.data_ptr<T>(), c_n.data_ptr<T>(),
                  acts.data_ptr<T>(), rec.data_ptr<T>(), c_new.data_ptr<T>(), cells.data_ptr<T>(),
-                 tanh_y.data_ptr<T>(), stats.data_ptr<T>(), h_prev.data_ptr<T>(), H, eps_hh, eps_c, walk,
+                 tanh_y.data_ptr<T>(), stats.data_ptr<T>(), h_prev.data_ptr<T>(), H, eps_ih, eps_hh, eps_c, walk,
                  Operand<T>::pack_transposed(weight_hh, width, (4 * H + width - 1) / width, [&](int64_t p, int64_t c) {
                    const int64_t first = p * width + c * Vectorized<T>::size();
                    return std::pair{first, std::min<int64_t>(Vectorized<T>::size(), 4 * H - first)};
@@ -392,7 +413,7 @@ void norm_grads(const T* dy, const T* a, const T* stats, int k, int64_t N, int64
           const V d = V::loadu(dy + n * F + v, m);
           (V::loadu(sb + v, m) + d).store(sb + v, m);
           if (stats) {
-            const V a_hat = (V::loadu(a + n * F + v, m) - V(stats[n * 4 + k])) * V(stats[n * 4 + k + 1]);
+            const V a_hat = (V::loadu(a + n * F + v, m) - V(stats[n * kStats + k])) * V(stats[n * kStats + k + 1]);
             at::vec::fmadd(d, a_hat, V::loadu(sg + v, m)).store(sg + v, m);
           }
         }
@@ -407,13 +428,14 @@ void norm_grads(const T* dy, const T* a, const T* stats, int k, int64_t N, int64
     }
 }
 
-// -> [d_gates (N, 4H) (dL/dP), d_h0 (B, H), d_c0 (B, H), d_bias (4H), d_weight_hh (4H, H) = Σ_t da_t^T h_{t-1},
-//     d_gamma_hh, d_beta_hh (4H), d_gamma_c, d_beta_c (H)]: each empty, (0,), where not asked for or absent
+// -> [d_x (N, 4H) (dL/d(W_ih x)), d_h0 (B, H), d_c0 (B, H), d_bias (4H), d_weight_hh (4H, H) = Σ_t da_t^T h_{t-1},
+//     d_gamma_ih, d_beta_ih, d_gamma_hh, d_beta_hh (4H), d_gamma_c, d_beta_c (H)]: each empty, (0,), where not asked for or absent
 std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
-                                 const at::Tensor& acts, const at::Tensor& rec, const at::Tensor& c_new,
+                                 const at::Tensor& gates_x, const at::Tensor& acts, const at::Tensor& rec, const at::Tensor& c_new,
                                  const at::Tensor& cells, const at::Tensor& tanh_y, const at::Tensor& stats,
                                  const at::Tensor& c0, const at::Tensor& weight_hh,
-                                 const std::optional<at::Tensor>& gamma_hh, const std::optional<at::Tensor>& gamma_c,
+                                 const std::optional<at::Tensor>& gamma_ih, const std::optional<at::Tensor>& gamma_hh,
+                                 const std::optional<at::Tensor>& gamma_c,
                                  const std::optional<at::Tensor>& keep_c, const std::optional<at::Tensor>& keep_h,
                                  const at::Tensor& h_prev, c10::ArrayRef<int64_t> batch_sizes, bool reverse,
                                  bool bias_grad, bool weight_grad) {
@@ -423,18 +445,21 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
   check(acts, "acts", acts, {N, 4 * H}), check(rec, "rec", acts, {N, 4 * H}), check(d_out, "d_out", acts, {N, H});
   check(d_h_n, "d_h_n", acts, {B, H}), check(d_c_n, "d_c_n", acts, {B, H}), check(c0, "c0", acts, {B, H});
   for (auto [t, name] : {std::pair{c_new, "c_new"}, {cells, "cells"}, {tanh_y, "tanh_y"}}) check(t, name, acts, {N, H});
-  check(stats, "stats", acts, {N, 4}), check(weight_hh, "weight_hh", acts, {4 * H, H});
+  check(gates_x, "gates_x", acts, {N, 4 * H}), check(gamma_ih, "gamma_ih", acts, {4 * H});
+  check(stats, "stats", acts, {N, kStats}), check(weight_hh, "weight_hh", acts, {4 * H, H});
   check(gamma_hh, "gamma_hh", acts, {4 * H}), check(gamma_c, "gamma_c", acts, {H});
   check(keep_c, "keep_c", acts, {N, H}), check(keep_h, "keep_h", acts, {N, H}), check(h_prev, "h_prev", acts, {N, H});
   const auto opt = acts.options();
   at::Tensor d_gates = empty_large({N, 4 * H}, opt), d_rec = gamma_hh ? empty_large({N, 4 * H}, opt) : d_gates,
+             d_x = gamma_ih ? empty_large({N, 4 * H}, opt) : d_gates,
              d_y = empty_large({N, H}, opt), dh = d_h_n.clone(), dc = d_c_n.clone();
   AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstmkit_ln_backward", [&] {
     using T = scalar_t;
-    Backward<T> bw{d_out.data_ptr<T>(), acts.data_ptr<T>(), rec.data_ptr<T>(), c_new.data_ptr<T>(),
+    Backward<T> bw{d_out.data_ptr<T>(), gates_x.data_ptr<T>(), acts.data_ptr<T>(), rec.data_ptr<T>(), c_new.data_ptr<T>(),
                    cells.data_ptr<T>(), tanh_y.data_ptr<T>(), stats.data_ptr<T>(), c0.data_ptr<T>(),
-                   data_or_null<T>(gamma_hh), data_or_null<T>(gamma_c), data_or_null<T>(keep_c),
-                   data_or_null<T>(keep_h), d_gates.data_ptr<T>(), d_rec.data_ptr<T>(), d_y.data_ptr<T>(),
+                   data_or_null<T>(gamma_ih), data_or_null<T>(gamma_hh), data_or_null<T>(gamma_c),
+                   data_or_null<T>(keep_c), data_or_null<T>(keep_h), d_gates.data_ptr<T>(), d_x.data_ptr<T>(),
+                   d_rec.data_ptr<T>(), d_y.data_ptr<T>(),
                    dh.data_ptr<T>(), dc.data_ptr<T>(), H, walk,
                    Operand<T>::pack_rows(weight_hh, panel_width(H, Vectorized<T>::size()))};
     bw.run();
@@ -443,12 +468,16 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
   // after the loop, once over all rows
   const at::Tensor none = at::empty({0}, opt);
   at::Tensor d_bias = bias_grad ? at::empty({4 * H}, opt) : none, d_w = weight_grad ? at::empty({4 * H, H}, opt) : none;
+  at::Tensor d_gamma_ih = gamma_ih ? at::empty({4 * H}, opt) : none, d_beta_ih = gamma_ih ? at::empty({4 * H}, opt) : none;
   at::Tensor d_gamma_hh = gamma_hh ? at::empty({4 * H}, opt) : none, d_beta_hh = gamma_hh ? at::empty({4 * H}, opt) : none;
   at::Tensor d_gamma_c = gamma_c ? at::empty({H}, opt) : none, d_beta_c = gamma_c ? at::empty({H}, opt) : none;
   if (weight_grad) product(d_rec.t(), h_prev, d_w);  // dW_hh = Σ_t da_t^T h_{t-1}
   AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstmkit_ln_sums", [&] {
     using T = scalar_t;
     if (bias_grad) norm_grads<T>(d_gates.data_ptr<T>(), nullptr, nullptr, 0, N, 4 * H, nullptr, d_bias.data_ptr<T>());
+    if (gamma_ih)  // LN_ih(W_ih x)'s gradient is dG: dγ = Σ dG ⊙ x̂, dβ = Σ dG
+      norm_grads<T>(d_gates.data_ptr<T>(), gates_x.data_ptr<T>(), stats.data_ptr<T>(), 4, N, 4 * H,
+                    d_gamma_ih.data_ptr<T>(), d_beta_ih.data_ptr<T>());
     if (gamma_hh)  // LN_hh(a)'s gradient is dG: dγ = Σ dG ⊙ â, dβ = Σ dG
       norm_grads<T>(d_gates.data_ptr<T>(), rec.data_ptr<T>(), stats.data_ptr<T>(), 0, N, 4 * H,
                     d_gamma_hh.data_ptr<T>(), d_beta_hh.data_ptr<T>());
@@ -456,7 +485,7 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
       norm_grads<T>(d_y.data_ptr<T>(), c_new.data_ptr<T>(), stats.data_ptr<T>(), 2, N, H, d_gamma_c.data_ptr<T>(),
                     d_beta_c.data_ptr<T>());
   });
-  return {d_gates, dh, dc, d_bias, d_w, d_gamma_hh, d_beta_hh, d_gamma_c, d_beta_c};
+  return {d_x, dh, dc, d_bias, d_w, d_gamma_ih, d_beta_ih, d_gamma_hh, d_beta_hh, d_gamma_c, d_beta_c};
 }
 
 // x (N, I) W^T for W (O, I), and a b for any strides: products.h's GEMM (oneDNN in float32 where torch has it), the
@@ -465,7 +494,7 @@ at::Tensor matmul_op(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0) && a.scalar_type() == b.scalar_type() &&
                   a.device().is_cpu() && b.device().is_cpu(),
               "matmul takes CPU matrices (M, K) and (K, N) of one dtype");
-  at::Tensor c = at::empty({a.size(0), b.size(1)}, a.options());
+  at::Tensor c = empty_large({a.size(0), b.size(1)}, a.options());
   product(a, b, c);
   return c;
 }
@@ -475,11 +504,13 @@ at::Tensor linear_op(const at::Tensor& x, const at::Tensor& weight) { return mat
 }  // namespace lstmkit::layer_norm
 
 TORCH_LIBRARY(LSTMKIT_LN_NAMESPACE, m) {
-  m.def("forward(Tensor gates_x, Tensor? bias, Tensor h0, Tensor c0, Tensor weight_hh, Tensor? gamma_hh, Tensor? beta_hh, "
+  m.def("forward(Tensor gates_x, Tensor? bias, Tensor h0, Tensor c0, Tensor weight_hh, Tensor? gamma_ih, "
+        "Tensor? beta_ih, Tensor? gamma_hh, Tensor? beta_hh, "
         "Tensor? gamma_c, Tensor? beta_c, Tensor? keep_c, Tensor? keep_h, *, int[] batch_sizes, bool reverse, "
-        "float eps_hh, float eps_c) -> Tensor[]");
-  m.def("backward(Tensor d_out, Tensor d_h_n, Tensor d_c_n, Tensor acts, Tensor rec, Tensor c_new, Tensor cells, "
-        "Tensor tanh_y, Tensor stats, Tensor c0, Tensor weight_hh, Tensor? gamma_hh, Tensor? gamma_c, "
+        "float eps_ih, float eps_hh, float eps_c) -> Tensor[]");
+  m.def("backward(Tensor d_out, Tensor d_h_n, Tensor d_c_n, Tensor gates_x, Tensor acts, Tensor rec, Tensor c_new, Tensor cells, "
+        "Tensor tanh_y, Tensor stats, Tensor c0, Tensor weight_hh, Tensor? gamma_ih, Tensor? gamma_hh, "
+        "Tensor? gamma_c, "
         "Tensor? keep_c, Tensor? keep_h, Tensor h_prev, *, int[] batch_sizes, bool reverse, bool bias_grad, "
         "bool weight_grad) -> Tensor[]");
   m.def("linear(Tensor x, Tensor weight) -> Tensor");

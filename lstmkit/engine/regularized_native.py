@@ -1,10 +1,10 @@
 """The native layer-normalized / zoned layer: regularized_bptt.py's loop, forward and backward, in C++.
 
-The input half P = LN_ih(W_ih x) is one call over all rows before the loop (autograd differentiates it; a dense
-W_ih's product and its gradients by the loop's GEMM, oneDNN's in float32), as in the fused loop; the time loop
-is lstmkit/csrc/layer_norm.cpp (ops lstmkit_ln::forward and ::backward, built with the native engine), which adds
-the bias b in its step; after it, in C++ too, dW_hh, db and the LN_hh and LN_c gains' and biases' gradients come
-from one call over all rows each.
+The input product W_ih x is one call over all rows before the loop (a dense W_ih's product and its gradients by
+the loop's GEMM, oneDNN's in float32); the time loop is lstmkit/csrc/layer_norm.cpp (ops lstmkit_ln::forward and
+::backward, built with the native engine), whose step normalizes each row of it (LN_ih: the row is in cache there,
+and one pass over the (N, 4H) rows is saved each way) and adds the bias; after the loop, in C++ too, dW_hh, db and
+the three norms' gain and bias gradients come from one call over all rows each.
 It runs CPU float32/float64 layers with a dense W_hh and no projection (`runs`); regularized.py sends the rest to
 the fused Python loop.
 """
@@ -17,7 +17,7 @@ from lstmkit import maps
 from lstmkit.engine import build
 from lstmkit.engine.bptt import first_derivative_only
 from lstmkit.engine.hoisted import input_product
-from lstmkit.engine.regularized_cell import Norm, Regularization, normalize
+from lstmkit.engine.regularized_cell import Norm, Regularization
 from lstmkit.engine.schedule import resolve
 from lstmkit.maps import Map
 
@@ -85,34 +85,34 @@ def _input_product(weight_ih: Map, x: Tensor) -> Tensor:
 
 
 class NativeRegularizedRecurrence(torch.autograd.Function):
-    """(P, bias, h0, c0, d^c, d^h, *LN_hh and LN_c params, *tensors of W_hh) -> (out, h_n, c_n), in packed rows."""
+    """(W_ih x, bias, h0, c0, d^c, d^h, *(γ, β) of LN_ih, LN_hh, LN_c, W_hh) -> (out, h_n, c_n), in packed rows."""
 
     @staticmethod
     def forward(ctx, cfg, gates_x: Tensor, bias: Tensor | None, h0: Tensor, c0: Tensor, keep_c: Tensor | None,
                 keep_h: Tensor | None, *tensors: Tensor):
-        batch_sizes, reverse, weight_hh, norm_hh, norm_c = cfg
+        batch_sizes, reverse, weight_hh, norm_ih, norm_hh, norm_c = cfg
         w = _dense_weight_hh(weight_hh).detach().contiguous()
-        (g_hh, b_hh, eps_hh), (g_c, b_c, eps_c) = _gain(norm_hh), _gain(norm_c)
+        (g_ih, b_ih, eps_ih), (g_hh, b_hh, eps_hh), (g_c, b_c, eps_c) = _gain(norm_ih), _gain(norm_hh), _gain(norm_c)
         keep_c, keep_h = _mask(keep_c), _mask(keep_h)
         out, h_n, c_n, acts, rec, c_new, cells, tanh_y, stats, h_prev = kernels().forward(
-            gates_x.contiguous(), None if bias is None else bias.detach().contiguous(), h0.contiguous(), c0.contiguous(), w, g_hh, b_hh, g_c, b_c, keep_c, keep_h,
-            batch_sizes=batch_sizes, reverse=reverse, eps_hh=eps_hh, eps_c=eps_c)
+            gates_x.contiguous(), None if bias is None else bias.detach().contiguous(), h0.contiguous(), c0.contiguous(), w, g_ih, b_ih, g_hh, b_hh, g_c, b_c,
+            keep_c, keep_h, batch_sizes=batch_sizes, reverse=reverse, eps_ih=eps_ih, eps_hh=eps_hh, eps_c=eps_c)
         ctx.cfg = cfg
-        ctx.save_for_backward(acts, rec, c_new, cells, tanh_y, stats, h_prev, c0, w, keep_c, keep_h)
+        ctx.save_for_backward(gates_x, acts, rec, c_new, cells, tanh_y, stats, h_prev, c0, w, keep_c, keep_h)
         return out, h_n, c_n
 
     @staticmethod
     @first_derivative_only
     def backward(ctx, d_out: Tensor, d_h_n: Tensor, d_c_n: Tensor):
-        batch_sizes, reverse, weight_hh, norm_hh, norm_c = ctx.cfg
-        acts, rec, c_new, cells, tanh_y, stats, h_prev, c0, w, keep_c, keep_h = ctx.saved_tensors
-        needs = ctx.needs_input_grad  # cfg, P, bias, h0, c0, d^c, d^h, *norms' (γ, β), W_hh
-        d_gates, d_h0, d_c0, d_bias, d_w, g_hh, b_hh, g_c, b_c = kernels().backward(
-            d_out.contiguous(), d_h_n.contiguous(), d_c_n.contiguous(), acts, rec, c_new, cells, tanh_y, stats, c0,
-            w, _gain(norm_hh)[0], _gain(norm_c)[0], keep_c, keep_h, h_prev, batch_sizes=batch_sizes,
-            reverse=reverse, bias_grad=needs[2], weight_grad=needs[-1])
-        d_norms = [g_hh, b_hh] * (norm_hh is not None) + [g_c, b_c] * (norm_c is not None)
-        return (None, d_gates if needs[1] else None, d_bias if needs[2] else None, d_h0 if needs[3] else None,
+        batch_sizes, reverse, weight_hh, norm_ih, norm_hh, norm_c = ctx.cfg
+        gates_x, acts, rec, c_new, cells, tanh_y, stats, h_prev, c0, w, keep_c, keep_h = ctx.saved_tensors
+        needs = ctx.needs_input_grad  # cfg, W_ih x, bias, h0, c0, d^c, d^h, *norms' (γ, β), W_hh
+        d_x, d_h0, d_c0, d_bias, d_w, *d_norms = kernels().backward(
+            d_out.contiguous(), d_h_n.contiguous(), d_c_n.contiguous(), gates_x, acts, rec, c_new, cells, tanh_y,
+            stats, c0, w, _gain(norm_ih)[0], _gain(norm_hh)[0], _gain(norm_c)[0], keep_c, keep_h, h_prev,
+            batch_sizes=batch_sizes, reverse=reverse, bias_grad=needs[2], weight_grad=needs[-1])
+        d_norms = [g for n, k in zip((norm_ih, norm_hh, norm_c), (0, 2, 4)) if n is not None for g in d_norms[k:k + 2]]
+        return (None, d_x if needs[1] else None, d_bias if needs[2] else None, d_h0 if needs[3] else None,
                 d_c0 if needs[4] else None, None, None, *d_norms, d_w if needs[-1] else None)
 
 
@@ -123,7 +123,8 @@ def regularized_native_layer(x: Tensor, batch_sizes: list[int] | None, h0: Tenso
     """regularized_fused_layer's contract where `runs` holds (peephole and weight_hr None), run by the C++ loop."""
     reg = regularization
     batch_sizes = resolve(batch_sizes, x, h0)
-    gates_x = normalize(reg.norm_ih, _input_product(weight_ih, x))  # (N, 4H): LN_ih of every step in one call
-    cfg = (batch_sizes, reverse, weight_hh, reg.norm_hh, reg.norm_c)
-    return NativeRegularizedRecurrence.apply(cfg, gates_x, bias, h0, c0, reg.cell_keep, reg.hidden_keep, *reg.tensors(),
+    gates_x = _input_product(weight_ih, x)  # (N, 4H): W_ih x of every step in one call
+    cfg = (batch_sizes, reverse, weight_hh, reg.norm_ih, reg.norm_hh, reg.norm_c)
+    norms = [t for n in (reg.norm_ih, reg.norm_hh, reg.norm_c) if n is not None for t in (n.weight, n.bias)]
+    return NativeRegularizedRecurrence.apply(cfg, gates_x, bias, h0, c0, reg.cell_keep, reg.hidden_keep, *norms,
                                              *maps.tensors(weight_hh))
