@@ -46,7 +46,7 @@ def regularized_layer_function(impl: str, what: str):
         raise RuntimeError(f"ONNX's LSTM operator has no layer norm or zoneout; this LSTM has {what}. Export it "
                            "with torch.export (which runs lstmkit's reference loop), or without these options")
     if impl not in IMPLEMENTATIONS:
-        raise ValueError(f"an LSTM with {what} runs on impl='auto', 'fused' (both run lstmkit's native layer-norm "
-                         f"loop where it can) or 'reference' (torch's kernel has no layer norm or zoneout); given "
-                         f"impl={impl!r}")
+        raise ValueError(f"an LSTM with {what} runs on impl='auto', 'fused' or 'reference' (the first two run "
+                         f"lstmkit's native layer-norm loop where they can; torch's kernel has no layer norm or "
+                         f"zoneout); given impl={impl!r}")
     return IMPLEMENTATIONS[impl]
