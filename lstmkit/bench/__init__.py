@@ -24,7 +24,7 @@ from lstmkit.errors import report_errors
 STUDIES = {"engine": "lstmkit.bench.dense", "fusion": "lstmkit.bench.fusion",
            "structures": "lstmkit.bench.structures", "compress": "lstmkit.bench.compress",
            "quality": "lstmkit.bench.quality", "precision": "lstmkit.bench.precision",
-           "forecast": "lstmkit.bench.forecast"}
+           "forecast": "lstmkit.bench.forecast", "layer-norm": "lstmkit.bench.layer_norm"}
 # (study, precision) -> the module of a precision other than fp32
 PRECISIONS = {("engine", "bf16"): "lstmkit.bench.bf16"}
 

@@ -24,8 +24,9 @@ class BenchConfig(config.Checked):
                                   "structured weights against a dense nn.LSTM (structures), pruning, quantization "
                                   "and distillation (compress), the validation loss `lstmkit train` reaches "
                                   "within a time budget (quality), that of --precision bf16 against fp32 "
-                                  "(precision), or `lstmkit forecast` against the classical baselines on three "
-                                  "shipped series (forecast)",
+                                  "(precision), `lstmkit forecast` against the classical baselines on three "
+                                  "shipped series (forecast), or a layer-normalized layer's training cost against "
+                                  "a plain one's (layer-norm)",
                         choices=studies)
     precision: str = option("fp32", "engine study: fp32, or bf16 (lstmkit against torch.nn.LSTM under CPU autocast "
                                      "training and with bf16 weights, each row's % of the bf16 dot-product ceiling)",
