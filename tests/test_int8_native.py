@@ -33,8 +33,9 @@ def q8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return m.weight, m.scale
 
 
-def operands(batch_sizes, proj, seed=0, peephole=False):
+def operands(batch_sizes, proj, seed=0, peephole=False, dims=(I, H, P)):
     """The op's float operands and int8 weights: x, (q_ih, s_ih), bias, h0, c0, (q_hh, s_hh), peephole, (q_hr, s_hr)."""
+    I, H, P = dims  # noqa: N806
     gen = torch.Generator().manual_seed(seed)
     R = P if proj else H
 
@@ -87,6 +88,16 @@ def test_each_step_equals_the_int8_reference_to_fp32_rounding(batch_sizes, proj,
     assert_rel(c_n, want_c, 1e-5, "c_n")
     if proj:
         assert_rel(h_seq, want_h, 1e-5, "h_seq")
+
+
+@pytest.mark.parametrize("proj", [False, True])
+def test_whole_words_of_weights_equal_the_reference(proj):
+    """K a multiple of 4 (I, H, P = 32, 48, 16): the weights packed as whole 32-bit words (int8.h's fast packing)."""
+    args = operands(PACKED, proj, dims=(32, 48, 16))
+    out, _, c_n, h_seq = run_op(args, PACKED, keep_h=True)
+    want_out, _, want_c = stepwise_reference(args, PACKED, False, out, h_seq)
+    assert_rel(out, want_out, 1e-5, "out")
+    assert_rel(c_n, want_c, 1e-5, "c_n")
 
 
 def test_peephole_and_no_input_weights():

@@ -115,19 +115,52 @@ struct Int8Panels {
   const int32_t* panel(int64_t p) const { return data + p * (quads(K) + 2) * width; }
 };
 
-// The transposed packing of pack_transposed (gemm.h): W (rows, K) int8 with its scales is a (rows, quads(K) + 2)
-// matrix of 32-bit words (4 weights a word, then the scale's bits, then the compensation), panelled as fp32 would be.
+// The layout of pack_transposed (gemm.h) for int8: vector column c of panel p holds the `rows` rows of W (rows, K)
+// from `first`, where {first, rows} = run(p, c), each as quads(K) words of 4 weights, its scale and 128·Σ_k W_k.
 template <typename Run>
 Int8Panels pack_int8_transposed(const Int8Weight& w, int64_t width, int64_t count, const Run& run) {
-  const int64_t rows = w.q.size(0), K = w.q.size(1), words = quads(K);
-  at::Tensor padded = at::zeros({rows, 4 * words}, w.q.options().dtype(at::kChar));
-  padded.narrow(1, 0, K).copy_(w.q);
-  const at::Tensor comp = padded.to(at::kInt).sum(1, /*keepdim=*/true, at::kInt).mul_(128);  // (rows, 1)
-  const at::Tensor scale = w.scale.to(at::kFloat).contiguous().view({rows, 1}).view(at::kInt);
-  const at::Tensor s = at::cat({padded.view(at::kInt), scale, comp}, 1).contiguous();  // (rows, words + 2)
-  const Panels<float> p = pack_transposed<float>(reinterpret_cast<const float*>(s.data_ptr<int32_t>()), words + 2,
-                                                 words + 2, width, count, w.q.options().dtype(at::kFloat), run);
-  return {p.storage, reinterpret_cast<const int32_t*>(p.data), K, width, count};
+  constexpr int64_t L = Vectorized<float>::size();
+  const int64_t K = w.q.size(1), words = quads(K), height = words + 2;
+  const at::Tensor scale = w.scale.to(at::kFloat).contiguous();
+  at::Tensor storage = empty_large({count * height * width}, w.q.options().dtype(at::kInt));
+  int32_t* data = storage.data_ptr<int32_t>();
+  const int8_t* q = w.q.data_ptr<int8_t>();
+  const float* s = scale.data_ptr<float>();
+  const bool whole = K % 4 == 0 && reinterpret_cast<uintptr_t>(q) % 4 == 0;  // rows of aligned 32-bit words
+  at::parallel_for(0, count, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p)
+      for (int64_t c = 0; c < width / L; ++c) {
+        const auto [first, rows] = run(p, c);
+        int32_t* panel = data + p * height * width + c * L;
+        const int64_t valid = std::max<int64_t>(rows, 0);
+        if (whole && valid) {  // the rows as (rows, words) 32-bit matrices, transposed by ATen
+          const float* words_of = reinterpret_cast<const float*>(q + first * K);
+          for (int64_t k0 = 0; k0 < words; k0 += L) {
+            const int kk = static_cast<int>(std::min(L, words - k0));
+            at::vec::transpose_mxn<float>(words_of + k0, words, reinterpret_cast<float*>(panel + k0 * width), width,
+                                          static_cast<int>(valid), kk);
+          }
+        }
+        for (int64_t u = 0; u < L; ++u) {
+          int32_t* column = panel + u;
+          if (u >= valid) {
+            for (int64_t r = 0; r < height; ++r) column[r * width] = 0;
+            continue;
+          }
+          const int8_t* row = q + (first + u) * K;
+          int32_t sum = 0;
+          for (int64_t k = 0; k < K; ++k) sum += row[k];
+          for (int64_t r = whole ? words : 0; r < words; ++r) {  // else byte by byte
+            int8_t four[4] = {0, 0, 0, 0};
+            for (int64_t k = 0; k < 4 && 4 * r + k < K; ++k) four[k] = row[4 * r + k];
+            std::memcpy(column + r * width, four, sizeof four);
+          }
+          std::memcpy(column + words * width, s + first + u, sizeof(float));
+          column[(words + 1) * width] = 128 * sum;
+        }
+      }
+  });
+  return {storage, data, K, width, count};
 }
 
 // tile (MR, NV·16) (+)= (float(sum) · s_b) · s_w from the int32 sums (MR, NV·16): the one epilogue of both tiles.
