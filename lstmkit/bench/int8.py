@@ -56,7 +56,8 @@ def run_case(case: Case, cfg, ceiling: float) -> dict:
     targets = time_targets(case)
     ratios = {ref: t[OURS] / t[ref] for ref in REFS}
     row.update(flops=flops, time_s=t, samples_s={n: timing[n].samples for n in IMPLS}, ratios=ratios,
-               ratio=ratios["nn.LSTM bf16"], paired_ratios={ref: timing[OURS].paired_ratio(timing[ref]) for ref in REFS},
+               ratio=ratios["nn.LSTM bf16"],
+               paired_ratios={ref: timing[OURS].paired_ratio(timing[ref]) for ref in REFS},
                gflops=gflops, pct_ceiling={n: 100 * g / ceiling for n, g in gflops.items()}, time_targets=targets,
                passes=None if targets is None else all(ratios[r] <= targets[r] for r in REFS))
     return row

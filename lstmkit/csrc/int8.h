@@ -163,20 +163,23 @@ Int8Panels pack_int8_transposed(const Int8Weight& w, int64_t width, int64_t coun
   return {storage, data, K, width, count};
 }
 
-// tile (MR, NV·16) (+)= (float(sum) · s_b) · s_w from the int32 sums (MR, NV·16): the one epilogue of both tiles.
+// tile (MR, NV·16) (+)= (float(sum) · s_b) · s_w from the int32 sums of the rows as stored (q + 128) times the
+// weights, (MR, NV·16), less 128·Σ_k w_k: the one epilogue of both tiles (vpdpbusd's sums in registers, handed over
+// as they are: GCC keeps the accumulators in memory when the tile subtracts before storing them).
 template <int MR, int NV>
 __attribute__((noinline)) void dequantize(const int32_t* sums, const q8* const* a, const int32_t* panel_end,
                                           float* tile, bool accumulate) {
   constexpr int W = NV * 16;
   const float* sw = reinterpret_cast<const float*>(panel_end);
+  const int32_t* comp = panel_end + W;
   for (int m = 0; m < MR; ++m) {
     const float sx = row_scale(a[m]);
     float* t = tile + m * W;
     const int32_t* sum = sums + m * W;
     if (accumulate) {
-      for (int u = 0; u < W; ++u) t[u] += static_cast<float>(sum[u]) * sx * sw[u];
+      for (int u = 0; u < W; ++u) t[u] += static_cast<float>(sum[u] - comp[u]) * sx * sw[u];
     } else {
-      for (int u = 0; u < W; ++u) t[u] = static_cast<float>(sum[u]) * sx * sw[u];
+      for (int u = 0; u < W; ++u) t[u] = static_cast<float>(sum[u] - comp[u]) * sx * sw[u];
     }
   }
 }
@@ -190,7 +193,7 @@ void portable_int8_tile(int64_t K, const q8* const* a, const int32_t* panel, flo
     const int8_t* b = reinterpret_cast<const int8_t*>(panel);
     for (int m = 0; m < MR; ++m) {
       const uint8_t* x = reinterpret_cast<const uint8_t*>(a[m]) + 4 * r;
-      const int x0 = x[0] - 128, x1 = x[1] - 128, x2 = x[2] - 128, x3 = x[3] - 128;
+      const int x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];  // q + 128, as vpdpbusd reads them
       for (int u = 0; u < W; ++u)
         sums[m * W + u] += x0 * b[4 * u] + x1 * b[4 * u + 1] + x2 * b[4 * u + 2] + x3 * b[4 * u + 3];
     }
@@ -223,12 +226,10 @@ LSTMKIT_INT8_TARGET void vnni_int8_tile(int64_t K, const q8* const* a, const int
     }
   }
   alignas(64) int32_t sums[MR * W];
-#pragma GCC unroll 4
-  for (int n = 0; n < NV; ++n) {
-    const __m512i comp = _mm512_loadu_si512(panel + W + n * 16);  // 128·Σ_k w_k: the +128 of the rows, removed
 #pragma GCC unroll 8
-    for (int m = 0; m < MR; ++m) _mm512_store_si512(sums + m * W + n * 16, _mm512_sub_epi32(acc[m][n], comp));
-  }
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) _mm512_store_si512(sums + m * W + n * 16, acc[m][n]);
   dequantize<MR, NV>(sums, a, panel, tile, accumulate);
 }
 #endif

@@ -818,7 +818,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dot_ceiling", &lstmkit::dot_ceiling, "dot_ceiling(threads, iterations) -> GFLOP/s of bf16 dot products "
         "(vdpbf16ps) on registers alone, the bound of the bf16 loop; 0 without them");
   m.def("int8_dot_ceiling", &lstmkit::int8_dot_ceiling, "int8_dot_ceiling(threads, iterations) -> GOP/s of int8 "
-        "dot products (vpdpbusd, 64 multiply-adds each) on registers alone, the bound of the int8 loop; 0 without them");
+        "dot products (vpdpbusd, 64 multiply-adds each) on registers alone, the bound of the int8 loop; 0 without "
+        "them");
   m.def("int8_dot_instructions", &lstmkit::int8_dot_instructions, "whether the int8 tiles run vpdpbusd (the CPU has "
         "AVX512_VNNI and LSTMKIT_PORTABLE_INT8 is unset) or the portable path");
   m.def("bf16_dot_instructions", &lstmkit::bf16_dot_instructions, "whether the bf16 tiles run vdpbf16ps (the CPU "

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from lstmkit import autocast, maps
-from lstmkit.engine import op_autograd, op_vmap, ops, ops_int8  # noqa: F401 (registers the op's autograd and vmap rules)
+from lstmkit.engine import op_autograd, op_vmap, ops, ops_int8  # noqa: F401 (registers the ops and their rules)
 from lstmkit.engine.bptt import fused_layer
 from lstmkit.engine.build import available, extension  # noqa: F401 (re-exported)
 from lstmkit.engine.inference import needs_grad

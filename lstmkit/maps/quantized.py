@@ -103,7 +103,8 @@ class Int8Map(QuantizedMap):
         """As W_hh, int8 in the native int8 loop (inference only), with no projection or an int8 one. Not where
         autograd would record the call on a module in training mode: that raises, on the fused path, as forward does."""
         hr = int8_form(weight_hr)
-        if torch.is_grad_enabled() and self.training or self.int8_form() is None or (weight_hr is not None and hr is None):
+        recorded = torch.is_grad_enabled() and self.training
+        if recorded or self.int8_form() is None or (weight_hr is not None and hr is None):
             return None
         return NativeRecurrent("dense", self.weight, None if hr is None else hr[0], scale_hh=self.scale,
                                scale_hr=None if hr is None else hr[1])
