@@ -36,7 +36,9 @@ def _precision(form: NativeRecurrent | None, x: Tensor, h0: Tensor, c0: Tensor, 
     no gradient is asked for (a gradient through them raises on the fused path, as today)."""
     if form is None:
         return None
-    if form.int8:
+    if form.int8:  # eager only: under torch.export / compile the maps' own path (ONNX export refuses them by name)
+        if torch.compiler.is_compiling():
+            return None
         floats = [x, h0, c0, *(t for t in (bias, peephole) if t is not None)]
         if isinstance(weight_ih, Tensor):
             floats.append(weight_ih)
