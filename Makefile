@@ -21,4 +21,5 @@ DATA ?= ../shared/data/tinyshakespeare.txt
 bench: $(BIN)/lstmkit        ## regenerate every section of BENCHMARKS.md and benchmarks/*.json (about 85 min)
 	for study in engine fusion structures compress forecast layer-norm; do $(BIN)/lstmkit bench --study $$study --out benchmarks || exit 1; done
 	$(BIN)/lstmkit bench --precision bf16 --out benchmarks
+	$(BIN)/lstmkit bench --precision int8 --out benchmarks
 	for study in quality precision; do $(BIN)/lstmkit bench --study $$study --data $(DATA) --out benchmarks || exit 1; done

@@ -129,10 +129,10 @@ def test_the_loop_runs_exactly_when_no_gradient_is_needed(kind, calls):
 def test_auto_runs_the_loop_for_structured_weights_and_native_for_dense(calls):
     x = inputs(torch.float32, packed=False)
     with torch.no_grad():
-        build("int8", torch.float32, num_layers=1, impl="auto")(x)
-        assert calls == {"inference": 2}
+        build("int8", torch.float32, num_layers=1, impl="auto")(x)  # int8 maps: the native int8 loop, where built
+        assert calls == ({} if native.available() else {"inference": 2})
         build("dense", torch.float32, num_layers=1, impl="auto")(x)
-    assert calls == {"inference": 2 if native.available() else 4}
+    assert calls == ({} if native.available() else {"inference": 4})
 
 
 def test_the_caller_state_is_not_written():

@@ -1,6 +1,7 @@
 """Time lstmkit.LSTM against torch.nn.LSTM (or run a study) and write BENCHMARKS.md, JSON and plots.
 
-`lstmkit bench` prints the main table (`--precision bf16`: its bf16 twin, lstmkit/bench/bf16.py); `--study fusion`
+`lstmkit bench` prints the main table (`--precision bf16`: its bf16 twin, lstmkit/bench/bf16.py; `--precision int8`:
+int8 inference against torch.nn.LSTM in bf16 and fp32, lstmkit/bench/int8.py); `--study fusion`
 runs the gate-fusion study instead. With `--out DIR`
 a study writes DIR/<study>.json and DIR/<study>.png and rewrites its own marked section of BENCHMARKS.md;
 a study with a write-up (fusion) also regenerates docs/<study>.md next to BENCHMARKS.md.
@@ -26,7 +27,7 @@ STUDIES = {"engine": "lstmkit.bench.dense", "fusion": "lstmkit.bench.fusion",
            "quality": "lstmkit.bench.quality", "precision": "lstmkit.bench.precision",
            "forecast": "lstmkit.bench.forecast", "layer-norm": "lstmkit.bench.layer_norm"}
 # (study, precision) -> the module of a precision other than fp32
-PRECISIONS = {("engine", "bf16"): "lstmkit.bench.bf16"}
+PRECISIONS = {("engine", "bf16"): "lstmkit.bench.bf16", ("engine", "int8"): "lstmkit.bench.int8"}
 
 
 def run_study(cfg: BenchConfig) -> dict:

@@ -29,8 +29,10 @@ class BenchConfig(config.Checked):
                                   "a plain one's (layer-norm)",
                         choices=studies)
     precision: str = option("fp32", "engine study: fp32, or bf16 (lstmkit against torch.nn.LSTM under CPU autocast "
-                                     "training and with bf16 weights, each row's % of the bf16 dot-product ceiling)",
-                            choices=("fp32", "bf16"))
+                                     "training and with bf16 weights, each row's % of the bf16 dot-product ceiling), "
+                                     "or int8 (lstmkit's int8 inference against torch.nn.LSTM in bf16 and fp32, each "
+                                     "row's % of the int8 dot-product ceiling)",
+                            choices=("fp32", "bf16", "int8"))
     shapes: str = option("S,M,L,XL", "engine study: comma-separated subset of the shapes S, M, L, XL")
     hidden: str = option("128,256,512,1024", "fusion study: comma-separated hidden sizes H (with I = H)")
     batch: int = option(32, "fusion study: batch size B", range=Range(1, MAX_SIZE))

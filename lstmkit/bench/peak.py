@@ -75,6 +75,20 @@ def dot_ceiling(device="cpu", tries: int = 30) -> float | None:
     return max(ext.dot_ceiling(torch.get_num_threads(), CEILING_ITERATIONS) for _ in range(tries))
 
 
+def int8_ceiling(device="cpu", tries: int = 30) -> float | None:
+    """GOP/s (two per multiply-add) of int8 dot products (vpdpbusd) on registers alone on all of torch's threads,
+    best of `tries`: the int8 loop's bound, about four times the fp32 FMA ceiling here. None off the CPU, without
+    the native extension or without the instructions."""
+    if torch.device(device).type != "cpu":
+        return None
+    from lstmkit.engine.native import extension
+
+    ext = extension()
+    if ext is None or not ext.int8_dot_instructions():
+        return None
+    return max(ext.int8_dot_ceiling(torch.get_num_threads(), CEILING_ITERATIONS) for _ in range(tries))
+
+
 def measure_peak(shapes: Iterable[tuple[int, int, int]], repeats: int, warmup: int, device="cpu") -> dict:
     """GFLOP/s of every backend on every (M, K, N) shape; `peak` is the best of all of them.
 

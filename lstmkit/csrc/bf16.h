@@ -204,7 +204,11 @@ inline PairKernel pair_kernel(int rows, int vecs) {
 template <>
 struct Operand<bf16> {
   using Acc = float;
+  using Stored = bf16;
+  using RowCopy = NoCopy<bf16>;
+  using Weight = at::Tensor;
   using Panels = PairPanels;
+  static const at::Tensor& weight(const at::Tensor& w, const std::optional<at::Tensor>& /*scale: none*/) { return w; }
   static PairKernel kernel(int rows, int vecs) { return pair_kernel(rows, vecs); }
   template <typename Run>
   static Panels pack_transposed(const at::Tensor& s, int64_t width, int64_t count, const Run& run) {

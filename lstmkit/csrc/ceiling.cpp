@@ -1,11 +1,13 @@
-// fma_ceiling and dot_ceiling (ceiling.h): 16 independent accumulators cover the latency (4 cycles) times the
-// ports (2) of the FMA (and vdpbf16ps, 32 multiply-adds each) with room to spare, so the loop runs at throughput.
+// fma_ceiling, dot_ceiling and int8_dot_ceiling (ceiling.h): 16 independent accumulators cover the latency (4 cycles)
+// times the ports (2) of the FMA (and vdpbf16ps, 32 multiply-adds each; vpdpbusd, 64) with room to spare, so the loop
+// runs at throughput.
 #include "ceiling.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
 #include "bf16.h"
+#include "int8.h"
 
 #include <algorithm>
 #include <atomic>
@@ -48,6 +50,21 @@ LSTMKIT_BF16_TARGET float dot_chains(int64_t iterations) {
 }
 #endif
 
+#ifdef LSTMKIT_INT8_DOT
+LSTMKIT_INT8_TARGET float int8_dot_chains(int64_t iterations) {
+  __m512i acc[kChains];
+  for (int j = 0; j < kChains; ++j) acc[j] = _mm512_set1_epi32(j);
+  const __m512i a = _mm512_set1_epi32(0x01010101), b = _mm512_set1_epi32(0x01ff01ff);  // u8 1s; s8 -1, 1, -1, 1
+  for (int64_t n = 0; n < iterations; ++n) {
+#pragma GCC unroll 16
+    for (int j = 0; j < kChains; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], a, b);
+  }
+  __m512i sum = acc[0];
+  for (int j = 1; j < kChains; ++j) sum = _mm512_add_epi32(sum, acc[j]);
+  return static_cast<float>(_mm512_reduce_add_epi32(sum));
+}
+#endif
+
 template <typename Chains>
 double rate(int64_t threads, int64_t iterations, double flops_per_iteration, const Chains& chains) {
   threads = std::min<int64_t>(threads, at::get_num_threads());
@@ -67,6 +84,15 @@ double dot_ceiling(int64_t threads, int64_t iterations) {
               " and ", iterations);
 #ifdef LSTMKIT_BF16_DOT
   if (bf16_dot_instructions()) return rate(threads, iterations, 2.0 * kChains * 32, dot_chains);
+#endif
+  return 0.0;
+}
+
+double int8_dot_ceiling(int64_t threads, int64_t iterations) {
+  TORCH_CHECK(threads >= 1 && iterations >= 1, "int8_dot_ceiling: threads and iterations must be >= 1, got ", threads,
+              " and ", iterations);
+#ifdef LSTMKIT_INT8_DOT
+  if (int8_dot_instructions()) return rate(threads, iterations, 2.0 * kChains * 64, int8_dot_chains);
 #endif
   return 0.0;
 }

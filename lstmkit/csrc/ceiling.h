@@ -13,4 +13,8 @@ double fma_ceiling(int64_t threads, int64_t iterations);
 // 0 where the CPU (or the build) lacks them.
 double dot_ceiling(int64_t threads, int64_t iterations);
 
+// GOP/s (two per multiply-add) of int8 dot products (vpdpbusd, u8 × s8, 64 multiply-adds per instruction) likewise:
+// the bound of the int8 loop; 0 where the CPU (or the build) lacks them.
+double int8_dot_ceiling(int64_t threads, int64_t iterations);
+
 }  // namespace lstmkit

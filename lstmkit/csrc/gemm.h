@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <utility>
 
 #ifdef __linux__
@@ -136,13 +137,28 @@ TileKernel<T> kernel(int rows, int vecs) {
   }
 }
 
+// The rows a product reads of values the loop keeps as they are (float, double, bf16): the values themselves, no
+// copy and no pass over them (int8.h's QuantRows is the other kind: a per-step quantized copy).
+template <typename E>
+struct NoCopy {
+  static constexpr bool kPass = false;
+  NoCopy() = default;
+  NoCopy(int64_t /*count*/, int64_t /*K*/, const at::TensorOptions& /*options*/) {}
+  const E* operator()(int64_t /*b*/, const E* values) const { return values; }
+  void prepare(int64_t /*b*/, const E* /*values*/) const {}
+};
+
 // The element type of the loop's operands (weights packed per call, and h_t as the next product reads it), as a
 // policy: its panels, packing, register tile, and loads and stores of the fp32 (or fp64) vectors the cell computes
 // in. Here the operands as they are, float or double; bf16.h adds bf16. The loop (lstm.cpp) never names a type.
 template <typename E>
 struct Operand {
   using Acc = E;  // what tiles accumulate in and the cell computes in
+  using Stored = E;  // what the loop keeps x and h_t in
+  using RowCopy = NoCopy<E>;  // what its products read of those rows
+  using Weight = at::Tensor;  // a weight as the packing takes it
   using Panels = lstmkit::Panels<E>;
+  static const at::Tensor& weight(const at::Tensor& w, const std::optional<at::Tensor>& /*scale: none*/) { return w; }
   static TileKernel<E> kernel(int rows, int vecs) { return lstmkit::kernel<E>(rows, vecs); }
   // S (rows, K) of dtype E, its transpose packed as pack_transposed lays it out
   template <typename Run>

@@ -6,7 +6,8 @@
 // tile while it is in L1. The input product stays in the loop: one tile with the recurrent one, no (N, 4H)
 // buffer, and measured as fast here as hoisting it into one GEMM before the loop. The loop is written once over
 // the cell's type T and the operands' element type E (an Operand policy: gemm.h for float and double, bf16.h for
-// bf16 operands with a float cell); a new element type adds a policy header, not branches here.
+// bf16 operands with a float cell, int8.h for int8 weights with per-row scales and activations quantized per row
+// each step); a new element type adds a policy header, not branches here.
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include "bf16.h"
 #include "cell.h"
 #include "gemm.h"
+#include "int8.h"
 #include "options.h"
 #include "ceiling.h"
 #include "products.h"
@@ -70,7 +72,7 @@ inline int panel_vecs(int64_t N, int64_t L, int threads) {
 // W (4H, K) packed as W^T (K, 4H) in panels of L hidden units, each holding their i, f, g, o columns
 // (panel j, column g * L + v: row g * H + j * L + v of W), so one tile yields all four gates of L units.
 template <typename E>
-typename Operand<E>::Panels pack_gates(const at::Tensor& w, int64_t H) {
+typename Operand<E>::Panels pack_gates(const typename Operand<E>::Weight& w, int64_t H) {
   constexpr int64_t L = Vectorized<typename Operand<E>::Acc>::size();
   return Operand<E>::pack_transposed(w, 4 * L, (H + L - 1) / L, [&](int64_t j, int64_t g) {
     return std::pair{g * H + j * L, std::min(L, H - j * L)};
@@ -79,7 +81,7 @@ typename Operand<E>::Panels pack_gates(const at::Tensor& w, int64_t H) {
 
 // W_hr^T (H, P) from W_hr (P, H), in panels of `vecs` vectors.
 template <typename E>
-typename Operand<E>::Panels pack_projection(const at::Tensor& w_hr, int vecs) {
+typename Operand<E>::Panels pack_projection(const typename Operand<E>::Weight& w_hr, int vecs) {
   constexpr int64_t L = Vectorized<typename Operand<E>::Acc>::size();
   const int64_t P = w_hr.size(0), width = vecs * L;
   return Operand<E>::pack_transposed(w_hr, width, (P + width - 1) / width, [&](int64_t p, int64_t c) {
@@ -98,27 +100,31 @@ template <typename T, typename E = T>
 struct Forward {
   using V = Vectorized<T>;
   using Op = Operand<E>;
+  using S = typename Op::Stored;  // what x and h_t are kept in: E, or float where the products read a copy
   static constexpr int L = V::size();
 
-  const E *x;     // (N, I) inputs
+  const S *x;     // (N, I) inputs
   const T *x_gates;  // without `input` panels, the input product W_ih x already done, (N, 4H); else null
   const T *bias;  // (4H) or null
-  const E *h0;
+  const S *h0;
   const T *c0, *peep;  // peep (3, H) or null
-  E *out, *h_n;             // (N, P), (B, P)
+  S *out, *h_n;             // (N, P), (B, P)
   T *c_n;                   // (B, H)
   T *acts, *cells;          // (N, 4H) activated gates and (N, H) c_t, saved for backward; null in inference
   T *c_state;               // (B, H) running c_t in inference, updated in place (one item per unit per step)
-  E *h_full;                // (B, H) h_t before the projection, with one
-  E *h_seq;                 // (N, H) every h_t before the projection, when asked for: the layer's output when the
+  S *h_full;                // (B, H) h_t before the projection, with one
+  S *h_seq;                 // (N, H) every h_t before the projection, when asked for: the layer's output when the
                             // projection only feeds the recurrence (low-rank W_hh = U V as W_hh = U, W_hr = V)
-  const E *diag;             // (4, H) a diagonal W_hh, u_q for a_q += u_q ⊙ h_{t-1} (P == H), or null
+  const S *diag;             // (4, H) a diagonal W_hh, u_q for a_q += u_q ⊙ h_{t-1} (P == H), or null
   int64_t I, H, P;
   int64_t groups;            // a block-diagonal W_hh: hidden units j·H/groups.. read only h_{t-1}'s j·P/groups..
   Steps steps;
   typename Op::Panels input;       // W_ih^T (I, 4H) as pack_gates lays it out, or none
   typename Op::Panels recurrent;   // W_hh^T (P, 4H) likewise (P / groups rows: each unit's own group); none with `diag`
   typename Op::Panels projection;  // W_hr^T (H, P)
+  // what the products read of x, h_{t-1} and h_t before the projection (Op::RowCopy): the rows themselves, or
+  // a quantized copy of each, made by a pass over the rows before the product (int8.h)
+  typename Op::RowCopy input_rows, recurrent_rows, projection_rows;
 
   int64_t units() const { return (H + L - 1) / L; }  // the items of a gates phase: panels of L hidden units
 
@@ -126,7 +132,7 @@ struct Forward {
     const int64_t row = steps.start[s] + b;
     const bool ends = b >= steps.rows_at(s + 1);
     const bool tiled = input.count || !diag;  // the tile holds a product: W_ih x_t, W_hh h_{t-1} or both
-    const E* h_prev = diag ? steps.prev(s, b, out, h0, P) + u0 : nullptr;
+    const S* h_prev = diag ? steps.prev(s, b, out, h0, P) + u0 : nullptr;
     const auto pre_activation = [&](int g) {  // a_g = W_ih x_t + W_hh h_{t-1} + b
       V a = tiled ? V::loadu(tile + g * L) : V(T(0));
       if (!input.count) a = a + V::loadu(x_gates + row * 4 * H + g * H + u0, n);
@@ -173,21 +179,21 @@ struct Forward {
     for (int64_t t = 0; t < tiles.count; ++t) {
       const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1);
       if (input.count) {
-        for (int64_t b = b0; b < b1; ++b) a[b - b0] = x + (steps.start[s] + b) * I;
+        for (int64_t b = b0; b < b1; ++b) a[b - b0] = input_rows(steps.start[s] + b, x + (steps.start[s] + b) * I);
         Op::kernel(b1 - b0, 4)(I, a, input.panel(j), tile, false);
       } else {
         prefetch_input_product(s, b0, b1, u0);
       }
       if (!diag) {  // with groups, the units' own group of h_{t-1}: panels never straddle two groups
         const int64_t k0 = u0 / (H / groups) * (P / groups);
-        for (int64_t b = b0; b < b1; ++b) a[b - b0] = steps.prev(s, b, out, h0, P) + k0;
+        for (int64_t b = b0; b < b1; ++b) a[b - b0] = recurrent_rows(b, steps.prev(s, b, out, h0, P) + k0);
         Op::kernel(b1 - b0, 4)(P / groups, a, recurrent.panel(j), tile, input.count > 0);
       }
       for (int64_t b = b0; b < b1; ++b) pointwise(s, b, u0, n, tile + (b - b0) * 4 * L);
     }
   }
 
-  static void store_row(const T* r, int64_t n, E* dst) {
+  static void store_row(const T* r, int64_t n, S* dst) {
     for (int64_t v = 0; v < n; v += L) {
       const int m = static_cast<int>(std::min<int64_t>(L, n - v));
       Op::store(V::loadu(r + v, m), dst + v, m);
@@ -202,7 +208,7 @@ struct Forward {
     const int64_t width = projection.width, col = q * width, n = std::min(width, P - col);
     for (int64_t t = 0; t < tiles.count; ++t) {
       const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1);
-      for (int64_t b = b0; b < b1; ++b) a[b - b0] = h_full + b * H;
+      for (int64_t b = b0; b < b1; ++b) a[b - b0] = projection_rows(b, h_full + b * H);
       Op::kernel(b1 - b0, width / L)(H, a, projection.panel(q), tile, false);
       for (int64_t b = b0; b < b1; ++b) {
         const T* r = tile + (b - b0) * width;
@@ -212,16 +218,30 @@ struct Forward {
     }
   }
 
-  void run() const {  // per step: the gates of every hidden unit, then (with one) the projection
-    const int64_t phases_per_step = h_full ? 2 : 1;
+  // Per step: the gates of every hidden unit, then (with one) the projection; where the products read a copy of
+  // their rows (Op::RowCopy::kPass), a phase before each makes it, one item per row (x's rows all before the loop).
+  void run() const {
+    enum Kind { kInputRows, kRecurrentRows, kGates, kProjectionRows, kProjection };
+    std::vector<std::pair<Kind, int64_t>> phases;  // kind, step
     std::vector<int64_t> counts;
+    const auto add = [&](Kind kind, int64_t s, int64_t items) { phases.push_back({kind, s}), counts.push_back(items); };
+    constexpr bool copies = Op::RowCopy::kPass;
+    if (copies && input.count) add(kInputRows, 0, steps.total);
     for (int64_t s = 0; s < steps.count(); ++s) {
-      counts.push_back(units());
-      if (h_full) counts.push_back(projection.count);
+      if (copies && !diag) add(kRecurrentRows, s, steps.rows[s]);
+      add(kGates, s, units());
+      if (h_full && copies) add(kProjectionRows, s, steps.rows[s]);
+      if (h_full) add(kProjection, s, projection.count);
     }
     run_phases(counts, team_size(std::max(units(), projection.count)), [&](int64_t phase, int64_t i) {
-      const int64_t s = phase / phases_per_step;
-      phase % phases_per_step ? project(s, i) : gates(s, i);
+      const auto [kind, s] = phases[phase];
+      switch (kind) {
+        case kInputRows: return input_rows.prepare(i, x + i * I);
+        case kRecurrentRows: return recurrent_rows.prepare(i, steps.prev(s, i, out, h0, P));
+        case kGates: return gates(s, i);
+        case kProjectionRows: return projection_rows.prepare(i, h_full + i * H);
+        case kProjection: return project(s, i);
+      }
     });
   }
 };
@@ -457,16 +477,22 @@ void check_groups(int64_t groups, int64_t H, int64_t P, const at::Tensor& w_hh, 
 // `groups` > 1 a block-diagonal W_hh as the rows of its blocks, (4H, P / groups): row q·H + u holds unit u's gate q
 // on h_{t-1}'s group of u (see check_groups). Returns
 // [out (N, P), h_n (B, P), c_n (B, H), when training the activated gates (N, 4H) and cells c_t (N, H), and with
-// `keep_h` (and a projection) every h_t before the projection (N, H)].
+// `keep_h` (and a projection) every h_t before the projection (N, H)]. With options.int8 the weights are int8 and
+// `scales` holds their per-row scales; everything else float32, no training.
 std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
                                 const std::optional<at::Tensor>& bias, const at::Tensor& h0, const at::Tensor& c0,
                                 const at::Tensor& w_hh, const std::optional<at::Tensor>& peephole,
-                                const std::optional<at::Tensor>& w_hr, const LoopOptions& options) {
+                                const std::optional<at::Tensor>& w_hr, const LoopOptions& options,
+                                const Int8Scales& scales = {}) {
   const std::vector<int64_t>& batch_sizes = options.batch_sizes;
   const bool reverse = options.reverse, training = options.training, keep_h = options.keep_h,
-             diagonal = options.diagonal, bf16_operands = options.bf16;
+             diagonal = options.diagonal, bf16_operands = options.bf16, int8_weights = options.int8;
   const int64_t groups = options.groups;
-  if (bf16_operands) {
+  if (int8_weights) {
+    TORCH_CHECK(x.scalar_type() == at::kFloat && !bf16_operands && !training && !diagonal && groups == 1,
+                "int8 weights run float32 activations, a dense weight_hh and no training, got x of ",
+                x.scalar_type(), training ? " with training" : "");
+  } else if (bf16_operands) {
     TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
                 "bf16 operands come as float32 or bfloat16, got x of ", x.scalar_type());
     TORCH_CHECK(w_ih && !diagonal && groups == 1, "bf16 operands run a dense weight_ih and weight_hh");
@@ -474,7 +500,13 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
     TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
                 "the native engine runs float32 and float64 (and bf16 operands with options.bf16)");
   }
+  const auto is_weight = [&](const char* name) { return std::strncmp(name, "weight", 6) == 0; };
   const auto check_operand = [&](const std::optional<at::Tensor>& t, const char* name) {
+    if (t && int8_weights && is_weight(name)) {
+      TORCH_CHECK(t->device().is_cpu() && t->is_contiguous() && t->scalar_type() == at::kChar, name,
+                  " must be a contiguous CPU tensor of dtype int8 (int8 weights)");
+      return;
+    }
     if (!t || !bf16_operands) return check(t, name, x);
     TORCH_CHECK(t->device().is_cpu() && t->is_contiguous() &&
                 (t->scalar_type() == at::kFloat || t->scalar_type() == at::kBFloat16),
@@ -496,8 +528,8 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
               "weight_hh (4H, P) or diagonal (4, H), weight_hr (P, H), h0 (B, P) and c0 (B, H) do not fit together");
   // the cell's dtype (c_t, the gates, the tiles' sums) and the operands' (x, the packed weights, h_t): with bf16
   // operands, fp32 and bf16, the inputs converted here (a no-op where they already are)
-  const at::ScalarType cell_type = bf16_operands ? at::kFloat : x.scalar_type(),
-                       operand_type = bf16_operands ? at::kBFloat16 : x.scalar_type();
+  const at::ScalarType cell_type = bf16_operands || int8_weights ? at::kFloat : x.scalar_type(),
+                       operand_type = bf16_operands ? at::kBFloat16 : cell_type;
   const auto as = [](const at::Tensor& t, at::ScalarType type) { return t.to(type).contiguous(); };
   const auto as_opt = [&](const std::optional<at::Tensor>& t, at::ScalarType type) {
     return t ? as(*t, type) : at::Tensor();
@@ -520,18 +552,26 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
   const auto run = [&](auto cell_zero, auto operand_zero) {
     using T = decltype(cell_zero);
     using E = decltype(operand_zero);
+    using Op = Operand<E>;
+    using S = typename Op::Stored;
     constexpr int64_t L = Vectorized<T>::size();
-    Forward<T, E> f{w_ih ? x_op.data_ptr<E>() : nullptr, w_ih ? nullptr : x_op.data_ptr<T>(),
-                    ptr_or_null<T>(bias_cell), h0_op.data_ptr<E>(), c0_cell.data_ptr<T>(), ptr_or_null<T>(peep_cell),
-                    out.data_ptr<E>(), h_n.data_ptr<E>(), c_n.data_ptr<T>(), ptr_or_null<T>(acts),
-                    ptr_or_null<T>(cells), ptr_or_null<T>(c_state), ptr_or_null<E>(h_full), ptr_or_null<E>(h_seq),
-                    diagonal ? w_hh.data_ptr<E>() : nullptr, I, H, P, groups, steps, {},
-                    diagonal ? typename Operand<E>::Panels{} : pack_gates<E>(w_hh, H), {}};
-    if (w_ih) f.input = pack_gates<E>(*w_ih, H);
-    if (w_hr) f.projection = pack_projection<E>(*w_hr, panel_vecs(P, L, team_size(P)));
+    Forward<T, E> f{w_ih ? x_op.data_ptr<S>() : nullptr, w_ih ? nullptr : x_op.data_ptr<T>(),
+                    ptr_or_null<T>(bias_cell), h0_op.data_ptr<S>(), c0_cell.data_ptr<T>(), ptr_or_null<T>(peep_cell),
+                    out.data_ptr<S>(), h_n.data_ptr<S>(), c_n.data_ptr<T>(), ptr_or_null<T>(acts),
+                    ptr_or_null<T>(cells), ptr_or_null<T>(c_state), ptr_or_null<S>(h_full), ptr_or_null<S>(h_seq),
+                    diagonal ? w_hh.data_ptr<S>() : nullptr, I, H, P, groups, steps, {},
+                    diagonal ? typename Op::Panels{} : pack_gates<E>(Op::weight(w_hh, scales.weight_hh), H), {}};
+    if (w_ih) f.input = pack_gates<E>(Op::weight(*w_ih, scales.weight_ih), H);
+    if (w_hr) f.projection = pack_projection<E>(Op::weight(*w_hr, scales.weight_hr), panel_vecs(P, L, team_size(P)));
+    using Copy = typename Op::RowCopy;
+    if (w_ih) f.input_rows = Copy(N, I, x.options());
+    f.recurrent_rows = Copy(B, P, x.options());
+    if (w_hr) f.projection_rows = Copy(B, H, x.options());
     f.run();
   };
-  if (bf16_operands) {
+  if (int8_weights) {
+    run(float{}, q8{});
+  } else if (bf16_operands) {
     run(float{}, bf16{});
   } else {
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkit_forward", [&] { run(scalar_t{}, scalar_t{}); });
@@ -777,18 +817,26 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using lstmkit::LoopOptions, lstmkit::Needs;
   py::class_<LoopOptions>(m, "LoopOptions", "the native loop's options, by keyword (csrc/options.h)")
       .def(py::init([](std::vector<int64_t> batch_sizes, bool reverse, bool training, bool keep_h, bool diagonal,
-                       int64_t groups, bool bf16) {
-             return LoopOptions{std::move(batch_sizes), reverse, training, keep_h, diagonal, groups, bf16};
+                       int64_t groups, bool bf16, bool int8) {
+             return LoopOptions{std::move(batch_sizes), reverse, training, keep_h, diagonal, groups, bf16, int8};
            }),
            py::kw_only(), py::arg("batch_sizes"), py::arg("reverse"), py::arg("training"), py::arg("keep_h"),
-           py::arg("diagonal"), py::arg("groups"), py::arg("bf16") = false);
+           py::arg("diagonal"), py::arg("groups"), py::arg("bf16") = false, py::arg("int8") = false);
+  using lstmkit::Int8Scales;
+  py::class_<Int8Scales>(m, "Int8Scales", "the per-row scales of int8 weights, by keyword (csrc/options.h)")
+      .def(py::init([](std::optional<at::Tensor> weight_ih, std::optional<at::Tensor> weight_hh,
+                       std::optional<at::Tensor> weight_hr) { return Int8Scales{weight_ih, weight_hh, weight_hr}; }),
+           py::kw_only(), py::arg("weight_ih") = py::none(), py::arg("weight_hh") = py::none(),
+           py::arg("weight_hr") = py::none());
   py::class_<Needs>(m, "Needs", "which gradients backward computes, by keyword (csrc/options.h)")
       .def(py::init([](bool x, bool h0, bool c0, bool peephole, bool bias, bool weight_ih, bool weight_hh,
                        bool weight_hr) { return Needs{x, h0, c0, peephole, bias, weight_ih, weight_hh, weight_hr}; }),
            py::kw_only(), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("peephole"), py::arg("bias"),
            py::arg("weight_ih"), py::arg("weight_hh"), py::arg("weight_hr"));
   m.def("forward", &lstmkit::forward, "forward(x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr, "
-        "options: LoopOptions) -> [out, h_n, c_n, acts, cells, h_seq]");
+        "options: LoopOptions, scales: Int8Scales = Int8Scales()) -> [out, h_n, c_n, acts, cells, h_seq]",
+        py::arg("x"), py::arg("weight_ih"), py::arg("bias"), py::arg("h0"), py::arg("c0"), py::arg("weight_hh"),
+        py::arg("peephole"), py::arg("weight_hr"), py::arg("options"), py::arg("scales") = Int8Scales{});
   m.def("backward", &lstmkit::backward, "backward(d_out, d_h_n, d_c_n, acts (consumed), cells (consumed with "
         "weight_hr), out, x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr, d_h_seq, options: "
         "LoopOptions, needs: Needs) -> [d_x, d_h0, d_c0, d_peephole, d_bias, d_weight_ih, d_weight_hh, d_weight_hr]");
@@ -799,6 +847,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "on registers alone, the arithmetic bound of this machine");
   m.def("dot_ceiling", &lstmkit::dot_ceiling, "dot_ceiling(threads, iterations) -> GFLOP/s of bf16 dot products "
         "(vdpbf16ps) on registers alone, the bound of the bf16 loop; 0 without them");
+  m.def("int8_dot_ceiling", &lstmkit::int8_dot_ceiling, "int8_dot_ceiling(threads, iterations) -> GOP/s of int8 "
+        "dot products (vpdpbusd, 64 multiply-adds each) on registers alone, the bound of the int8 loop; 0 without "
+        "them");
+  m.def("int8_dot_instructions", &lstmkit::int8_dot_instructions, "whether the int8 tiles run vpdpbusd (the CPU has "
+        "AVX512_VNNI and LSTMKIT_PORTABLE_INT8 is unset) or the portable path");
   m.def("bf16_dot_instructions", &lstmkit::bf16_dot_instructions, "whether the bf16 tiles run vdpbf16ps (the CPU "
         "has them and LSTMKIT_PORTABLE_BF16 is unset) or the portable path");
 }

@@ -2,7 +2,10 @@
 // keyword): the loop's options, and which gradients its backward computes. No positional bools.
 #pragma once
 
+#include <ATen/ATen.h>
+
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 namespace lstmkit {
@@ -16,6 +19,12 @@ struct LoopOptions {
   int64_t groups = 1;                // > 1: weight_hh is a block-diagonal matrix's rows (4H, P / groups)
   bool bf16 = false;                 // operands in bf16 (x, the weights packed per call, h_t; given as float32 or
                                      // bfloat16), the cell and c_t in fp32, fp32 sums: out and h_n come as bfloat16
+  bool int8 = false;                 // inference with int8 weights (per-row scales in Int8Scales) and activations
+                                     // quantized per row each step (int8.h); x, h_t, c_t and the cell in fp32
+};
+
+struct Int8Scales {  // the per-output-row scales (rows,) of the int8 weights, float32: W ≈ diag(scale) q
+  std::optional<at::Tensor> weight_ih, weight_hh, weight_hr;
 };
 
 struct Needs {  // the gradients backward computes; h0 and c0's always come (they are the loop's state)

@@ -1,7 +1,8 @@
 """The native engine: the whole time loop of one layer and direction in C++ (lstmkit/csrc), for dense weights on CPU.
 
 Built on first use by lstmkit/engine/build.py; where it cannot be, "auto" runs the PyTorch fused path. It runs
-float32 and float64, and dense layers with bf16 operands: a bfloat16 module, or float32 under CPU autocast to bf16.
+float32 and float64, dense layers with bf16 operands: a bfloat16 module, or float32 under CPU autocast to bf16, and
+int8 maps (`compress.quantize(model, "int8")`) in inference: the op lstmkit::lstm_forward_int8 (ops_int8.py).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from torch import Tensor
 
 from lstmkit import autocast, maps
-from lstmkit.engine import op_autograd, op_vmap, ops  # noqa: F401 (registers the op's autograd and vmap rules)
+from lstmkit.engine import op_autograd, op_vmap, ops, ops_int8  # noqa: F401 (registers the ops and their rules)
 from lstmkit.engine.bptt import fused_layer
 from lstmkit.engine.build import available, extension  # noqa: F401 (re-exported)
 from lstmkit.engine.inference import needs_grad
@@ -31,9 +32,18 @@ def _precision(form: NativeRecurrent | None, x: Tensor, h0: Tensor, c0: Tensor, 
                bias: Tensor | None, peephole: Tensor | None) -> str | None:
     """The op's precision for these operands (lstmkit/engine/ops.py), or None where the native loop can't run them:
     "bf16" for a dense layer of bfloat16 tensors, or of float32 ones rounded to bf16 under autocast (`operands`);
-    else "input" for float32 or float64 tensors all alike."""
+    else "input" for float32 or float64 tensors all alike; "int8" for int8 maps' weights with float32 tensors when
+    no gradient is asked for (a gradient through them raises on the fused path, as today)."""
     if form is None:
         return None
+    if form.int8:  # eager only: under torch.export / compile the maps' own path (ONNX export refuses them by name)
+        if torch.compiler.is_compiling():
+            return None
+        floats = [x, h0, c0, *(t for t in (bias, peephole) if t is not None)]
+        if isinstance(weight_ih, Tensor):
+            floats.append(weight_ih)
+        cpu32 = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in floats)
+        return "int8" if cpu32 and form.weight_hh.device.type == "cpu" and not needs_grad(*floats) else None
     loop = [x, h0, c0, form.weight_hh, *(t for t in (form.weight_hr, bias, peephole) if t is not None)]
     if isinstance(weight_ih, Tensor):
         loop.append(weight_ih)
@@ -93,9 +103,16 @@ def native_layer(x: Tensor, batch_sizes: list[int] | None, h0: Tensor, c0: Tenso
 
 def _run(form: NativeRecurrent, x: Tensor, batch_sizes: list[int] | None, h0: Tensor, c0: Tensor, weight_ih: Map,
          bias: Tensor | None, peephole: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
-    if not isinstance(weight_ih, Tensor):  # a structured input map: its product for all rows at once, (N, 4H)
-        x, weight_ih = maps.apply(weight_ih, x), None
+    ih = maps.int8_form(weight_ih) if form.int8 else None
+    if ih is None and (form.int8 or not isinstance(weight_ih, Tensor)):  # a structured input map (or dense beside
+        x, weight_ih = maps.apply(weight_ih, x), None                   # int8): its product for all rows, (N, 4H)
     precision = _precision(form, x, h0, c0, weight_ih, bias, peephole)
+    if precision == "int8":
+        weight_ih, scale_ih = ih if ih is not None else (None, None)
+        out, h_n, c_n, _ = ops_int8.lstm_forward_int8(
+            x, weight_ih, scale_ih, bias, h0, c0, form.weight_hh, form.scale_hh, peephole, form.weight_hr,
+            form.scale_hr, batch_sizes=batch_sizes, reverse=reverse, keep_h=False)
+        return out, h_n, c_n
     state = form.initial_state(h0)  # (B, P), or r_0 = V h_0 (B, r) for a low-rank W_hh
     training = needs_grad(x, state, c0, weight_ih, bias, peephole, form.weight_hh, form.weight_hr)
     out, h_n, c_n, _, _, h_seq = ops.lstm_forward(

@@ -1,6 +1,6 @@
 """Linear maps: the weight structures the engine runs (see ARCHITECTURE.md, "One idea carries it")."""
-from lstmkit.maps.base import (LinearMap, Map, add_to, apply, apply_transpose, features, flops, native_recurrent,
-                               tensors, to_dense, vjp, weight_grads)
+from lstmkit.maps.base import (LinearMap, Map, add_to, apply, apply_transpose, features, flops, int8_form,
+                               native_recurrent, tensors, to_dense, vjp, weight_grads)
 from lstmkit.maps.circulant import Circulant, CirculantMap
 from lstmkit.maps.compose import Compose
 from lstmkit.maps.conv import Conv, Conv2dMap, SeparableConv2dMap
@@ -16,7 +16,7 @@ from lstmkit.maps.quantized import BFloat16Map, Fixed16Map, Int8Map, QuantizedMa
 from lstmkit.maps.sparse import Sparse, SparseMap
 
 __all__ = ["LinearMap", "Map", "MapSpec", "Dense", "apply", "apply_transpose", "features", "flops", "tensors", "to_dense",
-           "weight_grads", "vjp", "add_to", "native_recurrent",
+           "weight_grads", "vjp", "add_to", "native_recurrent", "int8_form",
            "StructureSpec", "Compose", "LowRank", "LowRankMap", "Grouped", "GroupedMap", "MixedGroupedMap", "Diagonal",
            "DiagonalMap", "Circulant", "CirculantMap", "SharedGates", "Coupled", "SharedGatesMap", "Conv", "Conv2dMap",
            "SeparableConv2dMap"]

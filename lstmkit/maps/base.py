@@ -52,9 +52,14 @@ class LinearMap(nn.Module):
         """The (out, in) matrix itself where the map stores one (a Dense map), else None."""
         return None
 
-    def native_recurrent(self, weight_hr: Tensor | None) -> "NativeRecurrent | None":
+    def native_recurrent(self, weight_hr: "Map | None") -> "NativeRecurrent | None":
         """How the native loop runs this map as a layer's W_hh with projection `weight_hr` (lstmkit/maps/native.py);
         None where it can't (the default): the layer then runs the fused engine."""
+        return None
+
+    def int8_form(self) -> tuple[Tensor, Tensor] | None:
+        """(q (out, in) int8, scale (out,) float32) with forward(x) ≈ x (diag(scale) q)ᵀ computed with activations
+        quantized per row (the native int8 loop's format), where the map is that; else None (the default)."""
         return None
 
     def weight_grads(self, x: Tensor, g: Tensor) -> tuple[Tensor | None, ...]:
@@ -156,12 +161,16 @@ def to_dense(m: Map) -> Tensor:
 
 
 def native_recurrent(m: Map, weight_hr: Map | None) -> NativeRecurrent | None:
-    """The native form of W_hh `m` with projection `weight_hr` (see lstmkit/maps/native.py), or None."""
-    if weight_hr is not None and not isinstance(weight_hr, Tensor):
-        return None  # a structured projection runs fused
+    """The native form of W_hh `m` with projection `weight_hr` (see lstmkit/maps/native.py), or None. A structured
+    projection runs fused, but with a map W_hh that takes it (int8 W_hh with int8 W_hr)."""
     if isinstance(m, Tensor):
-        return NativeRecurrent("dense", m, weight_hr)
+        return NativeRecurrent("dense", m, weight_hr) if weight_hr is None or isinstance(weight_hr, Tensor) else None
     return m.native_recurrent(weight_hr)
+
+
+def int8_form(m: Map | None) -> tuple[Tensor, Tensor] | None:
+    """The map's (int8 weight, per-row scales) where it is an int8 map the native loop runs (LinearMap.int8_form)."""
+    return None if m is None or isinstance(m, Tensor) else m.int8_form()
 
 
 def flops(m: Map, rows: int) -> int:

@@ -79,9 +79,10 @@ def activation_error(kernel: str, x: Tensor) -> Tensor:
 
     int_mm: round to nearest on a grid covering [−max|x_b|, max|x_b|] exactly: half a step. The packed kernels:
     uint8 with scale s = (max(x, 0) − min(x, 0)) / 255 over the whole tensor and a zero point rounded to an
-    integer, which shifts the grid by up to s/2, so an extreme value may clip by that much: one step s.
+    integer, which shifts the grid by up to s/2, so an extreme value may clip by that much: one step s; and at
+    least int_mm's (at most 255/254 of it), since "auto" maps run int_mm's format in the native int8 loop.
     """
     if kernel == "int_mm":
         return row_scales(x) / 2
     span = x.max().clamp_min(0) - x.min().clamp_max(0)
-    return (span / 255).expand(x.shape[0], 1)
+    return torch.maximum((span / 255).expand(x.shape[0], 1), row_scales(x) / 2)

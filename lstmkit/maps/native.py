@@ -26,12 +26,20 @@ class NativeRecurrent:
     grouped: weight_hh the (4H, H / groups) rows of a block-diagonal W_hh, row q·H + u holding unit u's gate q on
       its own group of h_{t-1}; no projection.
     The tensors come through autograd from the map's parameters, so the loop's gradients reach them.
+    int8 (inference only): a dense kind whose weight_hh (and weight_hr) are int8 with per-row scales, W ≈ diag(s) q
+      (lstmkit/maps/quantized.py Int8Map), run by the native int8 loop (lstmkit/engine/ops_int8.py).
     """
 
     kind: str
     weight_hh: Tensor
     weight_hr: Tensor | None = None
     groups: int = 1
+    scale_hh: Tensor | None = None  # int8 weight_hh's per-row scales (4H,), or None: not int8
+    scale_hr: Tensor | None = None  # int8 weight_hr's (P,)
+
+    @property
+    def int8(self) -> bool:
+        return self.scale_hh is not None
 
     @property
     def internal_projection(self) -> bool:

@@ -10,8 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from lstmkit.maps import int8
-from lstmkit.maps.base import LinearMap
+from lstmkit.maps.base import LinearMap, int8_form
 from lstmkit.maps.cast import OwnDtype
+from lstmkit.maps.native import NativeRecurrent
 
 
 class QuantizedMap(LinearMap):
@@ -90,6 +91,23 @@ class Int8Map(QuantizedMap):
                 self._packed = (key, int8.prepack(kernel, self.weight, self.scale))
             y = int8.packed_linear(x2, self._packed[1])
         return y.view(*x.shape[:-1], self.out_features)
+
+    NATIVE_KERNELS = ("auto", "int_mm")  # the kernels whose activation format (per row) the native int8 loop keeps
+
+    def int8_form(self) -> tuple[Tensor, Tensor] | None:
+        """(q, scale) for the native int8 loop, which quantizes activations per row as "int_mm" does: for kernel
+        "auto" or "int_mm" (a kernel named otherwise keeps its own format, on the fused path)."""
+        return (self.weight, self.scale) if self.kernel in self.NATIVE_KERNELS else None
+
+    def native_recurrent(self, weight_hr: "LinearMap | Tensor | None") -> NativeRecurrent | None:
+        """As W_hh, int8 in the native int8 loop (inference only), with no projection or an int8 one. Not where
+        autograd would record the call on a module in training mode: that raises, on the fused path, as forward does."""
+        hr = int8_form(weight_hr)
+        recorded = torch.is_grad_enabled() and self.training
+        if recorded or self.int8_form() is None or (weight_hr is not None and hr is None):
+            return None
+        return NativeRecurrent("dense", self.weight, None if hr is None else hr[0], scale_hh=self.scale,
+                               scale_hr=None if hr is None else hr[1])
 
     def error_bound(self, x: Tensor) -> Tensor:
         """(..., out): the bound of the class docstring on |x Wᵀ − forward(x)| for this input and kernel."""
