@@ -92,12 +92,8 @@ def close_to_torch(module_kw, packed, impl_kw=None):
     return ref, ours, x
 
 
-@pytest.mark.parametrize("kw", [{}, {"proj_size": P}, {"num_layers": 2, "bidirectional": True}], ids=str)
-@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
-def test_bf16_module_matches_torch_bf16(kw, packed, monkeypatch):
-    ref, ours, x = close_to_torch(kw, packed)
-    ref, ours = ref.to(BF16), ours.to(BF16)
-    x = x.to(BF16)
+def record_precisions(monkeypatch) -> list[str]:
+    """The `precision` of every native op call from now on (a spy on ops.lstm_forward)."""
     precisions = []
     forward = ops.lstm_forward
 
@@ -105,6 +101,16 @@ def test_bf16_module_matches_torch_bf16(kw, packed, monkeypatch):
         precisions.append(options["precision"])
         return forward(*args, **options)
     monkeypatch.setattr(ops, "lstm_forward", spy)
+    return precisions
+
+
+@pytest.mark.parametrize("kw", [{}, {"proj_size": P}, {"num_layers": 2, "bidirectional": True}], ids=str)
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_bf16_module_matches_torch_bf16(kw, packed, monkeypatch):
+    ref, ours, x = close_to_torch(kw, packed)
+    ref, ours = ref.to(BF16), ours.to(BF16)
+    x = x.to(BF16)
+    precisions = record_precisions(monkeypatch)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         want, (want_h, want_c) = ref(x)
@@ -132,13 +138,7 @@ def grads(model, x, amp):
                          ids=str)
 def test_autocast_training_gradients_are_near_fp32(kw, packed, monkeypatch):
     _, ours, x = close_to_torch(kw, packed)
-    precisions = []
-    forward = ops.lstm_forward
-
-    def spy(*args, **options):
-        precisions.append(options["precision"])
-        return forward(*args, **options)
-    monkeypatch.setattr(ops, "lstm_forward", spy)
+    precisions = record_precisions(monkeypatch)
     _, g32 = grads(ours, x, False)
     assert set(precisions) == {"input"}
     precisions.clear()
