@@ -21,6 +21,7 @@
 #include "activations.h"
 #include "gemm.h"
 #include "products.h"
+#include "steps.h"
 #include "team.h"
 
 #ifndef LSTMKIT_LN_NAMESPACE
@@ -28,30 +29,6 @@
 #endif
 
 namespace lstmkit::layer_norm {
-
-// The packed rows in the order the forward walks them (lstmkit/engine/schedule.py): step s covers rows
-// [start[s], start[s] + rows[s]), the first rows[s] sequences of the batch.
-struct Walk {
-  std::vector<int64_t> start, rows;
-
-  Walk(c10::ArrayRef<int64_t> batch_sizes, bool reverse) {
-    TORCH_CHECK(!batch_sizes.empty(), "batch_sizes must not be empty");
-    int64_t offset = 0;
-    for (int64_t n : batch_sizes) {
-      TORCH_CHECK(n > 0 && (rows.empty() || n <= rows.back()), "batch_sizes must be positive and non-increasing");
-      start.push_back(offset), rows.push_back(n), offset += n;
-    }
-    if (reverse) std::reverse(start.begin(), start.end()), std::reverse(rows.begin(), rows.end());
-  }
-  int64_t count() const { return static_cast<int64_t>(rows.size()); }
-  int64_t rows_at(int64_t s) const { return s < 0 || s >= count() ? 0 : rows[s]; }
-  int64_t batch() const { return *std::max_element(rows.begin(), rows.end()); }  // B
-  // row b's state entering step s (`width` wide): row b of step s - 1 in `seq` if it ran there, else of `init`
-  template <typename T>
-  const T* prev(int64_t s, int64_t b, const T* seq, const T* init, int64_t width) const {
-    return b < rows_at(s - 1) ? seq + (start[s - 1] + b) * width : init + b * width;
-  }
-};
 
 template <typename T>
 T sum_lanes(Vectorized<T> v) {  // in lane order: a fixed rounding
@@ -133,9 +110,9 @@ struct Forward {
   T *h_prev;                     // (N, H) h_{t-1} of each row: the operand of dW_hh after the loop
   int64_t H;
   double eps_ih, eps_hh, eps_c;
-  Walk walk;
+  Steps walk;
   Panels<T> recurrent;           // W_hh^T (H, 4H) in column panels
-  bool split_rows;  // see split_rows(Walk)
+  bool split_rows;  // see split_rows(Steps)
 
   // a = W_hh h_{t-1} for the columns of panel p and rows [first, last) of step s
   void product(int64_t s, int64_t p, int64_t first, int64_t last) const {
@@ -251,9 +228,9 @@ struct Backward {
   T *dh;                                    // (B, H) dL/dh_t from the steps after t; ends as dL/dh_0
   T *dc;                                    // (B, H) dL/dc_t likewise; ends as dL/dc_0
   int64_t H;
-  Walk walk;
+  Steps walk;
   Panels<T> recurrent;                      // W_hh (4H, H) in column panels
-  bool split_rows;  // see split_rows(Walk)
+  bool split_rows;  // see split_rows(Steps)
 
   // step s, row b: from dL/dh_t and dL/dc_t to dL/da, dL/dc_{t-1} and the zoneout part of dL/dh_{t-1}
   void row(int64_t s, int64_t b) const {
@@ -360,7 +337,7 @@ struct Backward {
 // measured 1.2x less CPU time than the phases at T = B = 64, H = 512 on 2 busy cores) rather than each step's
 // columns (two phases a step, every thread reading only its panels of W_hh): where each thread gets a full tile of
 // rows or more. The same bits either way: a row's sums run in the same order in any tile.
-inline bool split_rows(const Walk& walk) {
+inline bool split_rows(const Steps& walk) {
   const int64_t B = walk.batch();
   return B >= kTileRows * team_size(B);
 }
@@ -402,10 +379,8 @@ std::vector<at::Tensor> forward(const at::Tensor& gates_x, const std::optional<a
               "the layer-norm loop runs float32 and float64, got ", gates_x.scalar_type());
   TORCH_CHECK(gates_x.dim() == 2 && h0.dim() == 2, "gates_x (N, 4H) and h0 (B, H) must be matrices");
   const int64_t N = gates_x.size(0), H = h0.size(1), B = h0.size(0);
-  const Walk walk(batch_sizes, reverse);
-  int64_t total = 0;
-  for (int64_t n : batch_sizes) total += n;
-  TORCH_CHECK(batch_sizes[0] == B && total == N, "batch_sizes do not match the rows of gates_x and h0");
+  const Steps walk(batch_sizes, reverse);
+  TORCH_CHECK(batch_sizes[0] == B && walk.total == N, "batch_sizes do not match the rows of gates_x and h0");
   check(gates_x, "gates_x", gates_x, {N, 4 * H}), check(h0, "h0", gates_x, {B, H}), check(c0, "c0", gates_x, {B, H});
   check(weight_hh, "weight_hh", gates_x, {4 * H, H}), check(bias, "bias", gates_x, {4 * H});
   check(gamma_ih, "gamma_ih", gates_x, {4 * H}), check(beta_ih, "beta_ih", gates_x, {4 * H});
@@ -484,7 +459,7 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
                                  const at::Tensor& h_prev, c10::ArrayRef<int64_t> batch_sizes, bool reverse,
                                  bool bias_grad, bool weight_grad) {
   const int64_t N = acts.size(0), H = acts.size(1) / 4, B = c0.size(0);
-  const Walk walk(batch_sizes, reverse);
+  const Steps walk(batch_sizes, reverse);
   TORCH_CHECK(batch_sizes[0] == B, "batch_sizes do not match the rows of c0");
   check(acts, "acts", acts, {N, 4 * H}), check(rec, "rec", acts, {N, 4 * H}), check(d_out, "d_out", acts, {N, H});
   check(d_h_n, "d_h_n", acts, {B, H}), check(d_c_n, "d_c_n", acts, {B, H}), check(c0, "c0", acts, {B, H});

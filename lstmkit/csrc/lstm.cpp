@@ -5,122 +5,56 @@
 // W_ih x_t + W_hh h_{t-1} for its units with a register-tile kernel (gemm.h) and runs the pointwise step on the
 // tile while it is in L1. The input product stays in the loop: one tile with the recurrent one, no (N, 4H)
 // buffer, and measured as fast here as hoisting it into one GEMM before the loop. The loop is written once over
-// the cell's type T and the operands' element type E (an Operand policy: gemm.h for float and double, bf16.h for
+// the cell's type T, the operands' element type E (an Operand policy: gemm.h for float and double, bf16.h for
 // bf16 operands with a float cell, int8.h for int8 weights with per-row scales and activations quantized per row
-// each step); a new element type adds a policy header, not branches here.
+// each step) and the recurrent kind R (recurrent.h: dense, grouped, diagonal; low-rank is dense with the
+// projection); a new element type or kind adds a policy header, not branches here.
 #include <torch/extension.h>
 
 #include <algorithm>
 #include <cstring>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "bf16.h"
+#include "ceiling.h"
 #include "cell.h"
 #include "gemm.h"
 #include "int8.h"
 #include "options.h"
-#include "ceiling.h"
+#include "packing.h"
 #include "products.h"
+#include "recurrent.h"
 #include "step.h"
+#include "steps.h"
 #include "team.h"
 
 namespace lstmkit {
 
-// The packed layout in the order the forward pass walks it (see lstmkit/engine/schedule.py): step s covers
-// rows [start[s], start[s] + rows[s]) and its rows are the first rows[s] sequences of the batch.
-struct Steps {
-  std::vector<int64_t> start, rows;
-  int64_t total = 0;  // N, all rows
-
-  Steps(const std::vector<int64_t>& batch_sizes, bool reverse) {
-    TORCH_CHECK(!batch_sizes.empty(), "batch_sizes must not be empty");
-    int64_t offset = 0;
-    for (int64_t n : batch_sizes) {
-      TORCH_CHECK(n > 0 && (rows.empty() || n <= rows.back()), "batch_sizes must be positive and non-increasing");
-      start.push_back(offset);
-      rows.push_back(n);
-      offset += n;
-    }
-    total = offset;
-    if (reverse) {
-      std::reverse(start.begin(), start.end());
-      std::reverse(rows.begin(), rows.end());
-    }
-  }
-
-  int64_t count() const { return static_cast<int64_t>(rows.size()); }
-  int64_t rows_at(int64_t s) const { return s < 0 || s >= count() ? 0 : rows[s]; }
-  bool uniform() const { return rows.front() == rows.back(); }  // a padded batch
-
-  // Row b's state entering step s, `width` wide: the previous step's row b of `seq` (N, width) if the
-  // sequence was running there, else its initial state, row b of `init` (B, width).
-  template <typename T>
-  const T* prev(int64_t s, int64_t b, const T* seq, const T* init, int64_t width) const {
-    return b < rows_at(s - 1) ? seq + (start[s - 1] + b) * width : init + b * width;
-  }
-};
-
-// Vectors per panel for an N-column product: the widest panel (fewest broadcasts per FMA) that still gives
-// every thread a panel.
-inline int panel_vecs(int64_t N, int64_t L, int threads) {
-  for (int vecs : {4, 2})
-    if ((N + vecs * L - 1) / (vecs * L) >= threads) return vecs;
-  return 1;
-}
-
-// W (4H, K) packed as W^T (K, 4H) in panels of L hidden units, each holding their i, f, g, o columns
-// (panel j, column g * L + v: row g * H + j * L + v of W), so one tile yields all four gates of L units.
-template <typename E>
-typename Operand<E>::Panels pack_gates(const typename Operand<E>::Weight& w, int64_t H) {
-  constexpr int64_t L = Vectorized<typename Operand<E>::Acc>::size();
-  return Operand<E>::pack_transposed(w, 4 * L, (H + L - 1) / L, [&](int64_t j, int64_t g) {
-    return std::pair{g * H + j * L, std::min(L, H - j * L)};
-  });
-}
-
-// W_hr^T (H, P) from W_hr (P, H), in panels of `vecs` vectors.
-template <typename E>
-typename Operand<E>::Panels pack_projection(const typename Operand<E>::Weight& w_hr, int vecs) {
-  constexpr int64_t L = Vectorized<typename Operand<E>::Acc>::size();
-  const int64_t P = w_hr.size(0), width = vecs * L;
-  return Operand<E>::pack_transposed(w_hr, width, (P + width - 1) / width, [&](int64_t p, int64_t c) {
-    const int64_t first = p * width + c * L;
-    return std::pair{first, std::min(L, P - first)};
-  });
-}
-
-// W (K, N) as it is, in panels of `vecs` vectors: the operand of dG W in the backward.
-template <typename E>
-typename Operand<E>::Panels pack_plain(const at::Tensor& w, int vecs) {
-  return Operand<E>::pack_rows(w, vecs * Vectorized<typename Operand<E>::Acc>::size());
-}
-
-template <typename T, typename E = T>
+template <typename T, typename E, typename R>
 struct Forward {
   using V = Vectorized<T>;
   using Op = Operand<E>;
   using S = typename Op::Stored;  // what x and h_t are kept in: E, or float where the products read a copy
   static constexpr int L = V::size();
 
-  const S *x;     // (N, I) inputs
-  const T *x_gates;  // without `input` panels, the input product W_ih x already done, (N, 4H); else null
-  const T *bias;  // (4H) or null
-  const S *h0;
-  const T *c0, *peep;  // peep (3, H) or null
-  S *out, *h_n;             // (N, P), (B, P)
-  T *c_n;                   // (B, H)
-  T *acts, *cells;          // (N, 4H) activated gates and (N, H) c_t, saved for backward; null in inference
-  T *c_state;               // (B, H) running c_t in inference, updated in place (one item per unit per step)
-  S *h_full;                // (B, H) h_t before the projection, with one
-  S *h_seq;                 // (N, H) every h_t before the projection, when asked for: the layer's output when the
-                            // projection only feeds the recurrence (low-rank W_hh = U V as W_hh = U, W_hr = V)
-  const S *diag;             // (4, H) a diagonal W_hh, u_q for a_q += u_q ⊙ h_{t-1} (P == H), or null
-  int64_t I, H, P;
-  int64_t groups;            // a block-diagonal W_hh: hidden units j·H/groups.. read only h_{t-1}'s j·P/groups..
+  const S *x = nullptr;        // (N, I) inputs
+  const T *x_gates = nullptr;  // without `input` panels, the input product W_ih x already done, (N, 4H); else null
+  const T *bias = nullptr;     // (4H) or null
+  const S *h0 = nullptr;
+  const T *c0 = nullptr, *peep = nullptr;  // peep (3, H) or null
+  S *out = nullptr, *h_n = nullptr;        // (N, P), (B, P)
+  T *c_n = nullptr;                        // (B, H)
+  T *acts = nullptr, *cells = nullptr;  // (N, 4H) activated gates and (N, H) c_t, saved for backward; null in inference
+  T *c_state = nullptr;  // (B, H) running c_t in inference, updated in place (one item per unit per step)
+  S *h_full = nullptr;   // (B, H) h_t before the projection, with one
+  S *h_seq = nullptr;    // (N, H) every h_t before the projection, when asked for: the layer's output when the
+                         // projection only feeds the recurrence (low-rank W_hh = U V as W_hh = U, W_hr = V)
+  int64_t I = 0, H = 0, P = 0;
   Steps steps;
   typename Op::Panels input;       // W_ih^T (I, 4H) as pack_gates lays it out, or none
-  typename Op::Panels recurrent;   // W_hh^T (P, 4H) likewise (P / groups rows: each unit's own group); none with `diag`
+  R recurrence;                    // W_hh h_{t-1}, packed for the forward (recurrent.h)
   typename Op::Panels projection;  // W_hr^T (H, P)
   // what the products read of x, h_{t-1} and h_t before the projection (Op::RowCopy): the rows themselves, or
   // a quantized copy of each, made by a pass over the rows before the product (int8.h)
@@ -131,12 +65,12 @@ struct Forward {
   void pointwise(int64_t s, int64_t b, int64_t u0, int n, const T* tile) const {
     const int64_t row = steps.start[s] + b;
     const bool ends = b >= steps.rows_at(s + 1);
-    const bool tiled = input.count || !diag;  // the tile holds a product: W_ih x_t, W_hh h_{t-1} or both
-    const S* h_prev = diag ? steps.prev(s, b, out, h0, P) + u0 : nullptr;
+    const bool tiled = input.count || R::kProduct;  // the tile holds a product: W_ih x_t, W_hh h_{t-1} or both
+    const S* h_prev = R::kProduct ? nullptr : steps.prev(s, b, out, h0, P) + u0;  // for a term outside the tile
     const auto pre_activation = [&](int g) {  // a_g = W_ih x_t + W_hh h_{t-1} + b
       V a = tiled ? V::loadu(tile + g * L) : V(T(0));
       if (!input.count) a = a + V::loadu(x_gates + row * 4 * H + g * H + u0, n);
-      if (diag) a = at::vec::fmadd(Op::load(diag + g * H + u0, n), Op::load(h_prev, n), a);  // + u_g ⊙ h_{t-1}
+      a = recurrence.outside(g, u0, n, h_prev, a);  // a diagonal W_hh: + u_g ⊙ h_{t-1}
       if (bias) a = a + V::loadu(bias + g * H + u0, n);
       return a;
     };
@@ -184,10 +118,9 @@ struct Forward {
       } else {
         prefetch_input_product(s, b0, b1, u0);
       }
-      if (!diag) {  // with groups, the units' own group of h_{t-1}: panels never straddle two groups
-        const int64_t k0 = u0 / (H / groups) * (P / groups);
-        for (int64_t b = b0; b < b1; ++b) a[b - b0] = recurrent_rows(b, steps.prev(s, b, out, h0, P) + k0);
-        Op::kernel(b1 - b0, 4)(P / groups, a, recurrent.panel(j), tile, input.count > 0);
+      if constexpr (R::kProduct) {  // tile row r's h_{t-1} from column k, as the products read it
+        const auto row = [&](int64_t r, int64_t k) { return recurrent_rows(b0 + r, steps.prev(s, b0 + r, out, h0, P) + k); };
+        recurrence.forward_tile(j, b1 - b0, row, tile, input.count > 0);
       }
       for (int64_t b = b0; b < b1; ++b) pointwise(s, b, u0, n, tile + (b - b0) * 4 * L);
     }
@@ -228,7 +161,7 @@ struct Forward {
     constexpr bool copies = Op::RowCopy::kPass;
     if (copies && input.count) add(kInputRows, 0, steps.total);
     for (int64_t s = 0; s < steps.count(); ++s) {
-      if (copies && !diag) add(kRecurrentRows, s, steps.rows[s]);
+      if (copies && R::kProduct) add(kRecurrentRows, s, steps.rows[s]);
       add(kGates, s, units());
       if (h_full && copies) add(kProjectionRows, s, steps.rows[s]);
       if (h_full) add(kProjection, s, projection.count);
@@ -248,34 +181,31 @@ struct Forward {
 
 // T and E as in Forward: the per-step products of the backward (dL/dh_{t-1} = dG W_hh, dL/dx = dG W_ih,
 // dL/dh_t = dr W_hr) read dG and dr as E, a copy kept beside the T values where E is not T (Operand::rows).
-template <typename T, typename E = T>
+template <typename T, typename E, typename R>
 struct Backward {
   using V = Vectorized<T>;
   using Op = Operand<E>;
   static constexpr int L = V::size();
 
-  const T *cells, *out, *h0, *c0, *peep, *d_out;  // saved by the forward; d_out (N, P)
-  T *gates;        // (N, 4H): the activated gates saved by the forward, overwritten row by row with dL/dgates
-  T *dx;           // (N, I) dL/dx with W_ih in the loop; else null
-  T *dh_next;      // (B, P): dL/dh_t (dL/dr_t with projection) from the step after t; ends as dL/dh0
-  T *dc;           // (B, H): dL/dc_t from the step after t; ends as dL/dc0
-  T *d_peep;       // (3, H) or null
-  T *d_bias;       // (4H) or null
-  T *d_out_total;  // (N, P) dL/dr_t from both the output and step t+1, kept for dW_hr; with projection only
-  E *gates_op;     // (N, 4H) dL/dgates as E where E is not T (else null: `gates` itself), the products' operand
-  E *total_op;     // (N, P) d_out_total likewise
-  T *h_full;       // (N, H) h_t = o ⊙ tanh(c_t) recomputed for dW_hr, with projection only: written over
-                   // `cells` (the same array), row by row once c_t has had its last read
-  const T *d_h_seq;  // (N, H) dL/dh_t from outside the recurrence (forward's h_seq), or null
-  const T *diag;     // (4, H) a diagonal W_hh (P == H), or null
-  int64_t I, H, P;
-  int64_t groups;    // a block-diagonal W_hh (see Forward)
+  // saved by the forward; d_out (N, P)
+  const T *cells = nullptr, *out = nullptr, *h0 = nullptr, *c0 = nullptr, *peep = nullptr, *d_out = nullptr;
+  T *gates = nullptr;  // (N, 4H): the activated gates saved by the forward, overwritten row by row with dL/dgates
+  T *dx = nullptr;           // (N, I) dL/dx with W_ih in the loop; else null
+  T *dh_next = nullptr;      // (B, P): dL/dh_t (dL/dr_t with projection) from the step after t; ends as dL/dh0
+  T *dc = nullptr;           // (B, H): dL/dc_t from the step after t; ends as dL/dc0
+  T *d_peep = nullptr;       // (3, H) or null
+  T *d_bias = nullptr;       // (4H) or null
+  T *d_out_total = nullptr;  // (N, P) dL/dr_t from both the output and step t+1, kept for dW_hr; with projection only
+  E *gates_op = nullptr;  // (N, 4H) dL/dgates as E where E is not T (else null: `gates` itself), the products' operand
+  E *total_op = nullptr;  // (N, P) d_out_total likewise
+  T *h_full = nullptr;    // (N, H) h_t = o ⊙ tanh(c_t) recomputed for dW_hr, with projection only: written over
+                          // `cells` (the same array), row by row once c_t has had its last read
+  const T *d_h_seq = nullptr;  // (N, H) dL/dh_t from outside the recurrence (forward's h_seq), or null
+  int64_t I = 0, H = 0, P = 0;
   Steps steps;
-  typename Op::Panels recurrent_panels;  // W_hh (4H, P / groups); with `diag`, none but its width and count
-
-  int64_t recurrent_items() const { return recurrent_panels.count * groups; }  // panels of dL/dh_{t-1}
-  typename Op::Panels input;             // W_ih (4H, I), when dL/dx is asked for
-  typename Op::Panels projection;        // W_hr (P, H)
+  R recurrence;                    // dL/dh_{t-1} = dG W_hh, packed for the backward (recurrent.h)
+  typename Op::Panels input;       // W_ih (4H, I), when dL/dx is asked for
+  typename Op::Panels projection;  // W_hr (P, H)
 
   // dL/dgates of step s, row b, hidden units [u0, u0 + n), from dL/dh_t = dh (+ dh_extra) and dL/dc_t in dc.
   void pointwise(int64_t s, int64_t b, int64_t u0, int64_t n, const T* dh, const T* dh_extra) const {
@@ -319,36 +249,7 @@ struct Backward {
     const E* a[kTileRows];
     const E* d_g = Op::rows(gates, gates_op);
     for (int64_t b = b0; b < b1; ++b) a[b - b0] = d_g + (steps.start[k] + b) * 4 * H;
-    Op::kernel(b1 - b0, w.width / L)(4 * H, a, w.panel(p), tile, false);
-    for (int64_t b = b0; b < b1; ++b) std::copy_n(tile + (b - b0) * w.width, n, dst + (b - b0) * ld);
-  }
-
-  // Rows [b0, b1) of dL/dh_{t-1} = sum_q u_q ⊙ dG_q for the n units from u0 (a diagonal W_hh), rows `ld` apart.
-  void diagonal_product(int64_t k, int64_t b0, int64_t b1, int64_t u0, int64_t n, T* dst, int64_t ld) const {
-    for (int64_t b = b0; b < b1; ++b) {
-      const T* dg = gates + (steps.start[k] + b) * 4 * H + u0;
-      for (int64_t v = 0; v < n; v += L) {
-        const int m = static_cast<int>(std::min<int64_t>(L, n - v));
-        V sum = V::loadu(diag + u0 + v, m) * V::loadu(dg + v, m);
-        for (int q = 1; q < 4; ++q)
-          sum = at::vec::fmadd(V::loadu(diag + q * H + u0 + v, m), V::loadu(dg + q * H + v, m), sum);
-        sum.store(dst + (b - b0) * ld + v, m);
-      }
-    }
-  }
-
-  // Like gate_product for panel p of dL/dh_{t-1} with a block-diagonal W_hh: the panel's columns lie in group j,
-  // which only gate rows q·H + j·h.. (h = H / groups) of each gate q reach, one product per gate.
-  void grouped_product(int64_t k, int64_t p, int64_t b0, int64_t b1, T* dst, int64_t ld, int64_t n, T* tile) const {
-    const E* a[kTileRows];
-    const E* d_g = Op::rows(gates, gates_op);
-    const int64_t per_group = recurrent_panels.count, j = p / per_group, h = H / groups, width = recurrent_panels.width;
-    const E* panel = recurrent_panels.panel(p % per_group);
-    for (int q = 0; q < 4; ++q) {
-      for (int64_t b = b0; b < b1; ++b) a[b - b0] = d_g + (steps.start[k] + b) * 4 * H + q * H + j * h;
-      Op::kernel(b1 - b0, width / L)(h, a, panel + (q * H + j * h) * width, tile, q > 0);
-    }
-    for (int64_t b = b0; b < b1; ++b) std::copy_n(tile + (b - b0) * width, n, dst + (b - b0) * ld);
+    panel_product<T, E>(a, b1 - b0, 4 * H, w, p, n, dst, ld, tile);
   }
 
   // Panel p of dL/dh_{t-1} = W_hh^T dG_t for step k's rows (none when k is past the end), then for step k - 1's
@@ -357,12 +258,12 @@ struct Backward {
     alignas(64) T tile[kTileRows * kMaxVecs * L];
     const int64_t gemm_rows = steps.rows_at(k), next = k - 1, next_rows = steps.rows_at(next);
     const RowTiles tiles(std::max(gemm_rows, next_rows));
-    const int64_t width = recurrent_panels.width, col = p * width, n = std::min(width, P - col);
+    const int64_t width = recurrence.width(), col = p * width, n = std::min(width, P - col);
     for (int64_t t = 0; t < tiles.count; ++t) {
       const int64_t b0 = tiles.begin(t), b1 = tiles.begin(t + 1), g1 = std::min(b1, gemm_rows);
-      if (g1 > b0 && diag) diagonal_product(k, b0, g1, col, n, dh_next + b0 * P + col, P);
-      else if (g1 > b0 && groups > 1) grouped_product(k, p, b0, g1, dh_next + b0 * P + col, P, n, tile);
-      else if (g1 > b0) gate_product(k, recurrent_panels, p, b0, g1, dh_next + b0 * P + col, P, n, tile);
+      if (g1 > b0)
+        recurrence.backward_panel(Op::rows(gates, gates_op) + steps.start[k] * 4 * H, b0, g1, p, col, n,
+                                  dh_next + b0 * P + col, P, tile);
       for (int64_t b = b0; b < std::min(b1, next_rows); ++b) {
         const int64_t row = steps.start[next] + b;
         const T* d_o = d_out + row * P + col;
@@ -420,16 +321,16 @@ struct Backward {
     std::vector<int64_t> counts;
     for (int64_t k = steps.count(); k >= 0; --k) {
       phases.push_back({k, false});
-      counts.push_back(recurrent_items() + (k < steps.count() ? input.count : 0));
+      counts.push_back(recurrence.items() + (k < steps.count() ? input.count : 0));
       if (d_out_total && k > 0) {
         phases.push_back({k, true});
         counts.push_back(projection.count);
       }
     }
-    const int64_t most = std::max(recurrent_items() + input.count, projection.count), workers = team_size(most);
+    const int64_t most = std::max(recurrence.items() + input.count, projection.count), workers = team_size(most);
     // a recurrent phase's items: panels of dL/dh_{t-1} and of dL/dx_t, which may differ in width
     const auto kinds = [&](int64_t k) {
-      return TwoKinds{recurrent_items(), k < steps.count() ? input.count : 0, workers};
+      return TwoKinds{recurrence.items(), k < steps.count() ? input.count : 0, workers};
     };
     run_phases(counts, workers, [&](int64_t phase, int64_t i) {
       const auto [k, projection_phase] = phases[phase];
@@ -549,18 +450,21 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
   const at::Tensor h_full = w_hr ? at::empty({B, H}, operand) : at::Tensor();
   const at::Tensor h_seq = w_hr && keep_h ? empty_large({N, H}, operand) : at::Tensor();
 
-  const auto run = [&](auto cell_zero, auto operand_zero) {
+  const auto run = [&](auto cell_zero, auto operand_zero, auto kind) {
     using T = decltype(cell_zero);
     using E = decltype(operand_zero);
     using Op = Operand<E>;
     using S = typename Op::Stored;
+    using R = typename decltype(kind)::template type<T, E>;
     constexpr int64_t L = Vectorized<T>::size();
-    Forward<T, E> f{w_ih ? x_op.data_ptr<S>() : nullptr, w_ih ? nullptr : x_op.data_ptr<T>(),
-                    ptr_or_null<T>(bias_cell), h0_op.data_ptr<S>(), c0_cell.data_ptr<T>(), ptr_or_null<T>(peep_cell),
-                    out.data_ptr<S>(), h_n.data_ptr<S>(), c_n.data_ptr<T>(), ptr_or_null<T>(acts),
-                    ptr_or_null<T>(cells), ptr_or_null<T>(c_state), ptr_or_null<S>(h_full), ptr_or_null<S>(h_seq),
-                    diagonal ? w_hh.data_ptr<S>() : nullptr, I, H, P, groups, steps, {},
-                    diagonal ? typename Op::Panels{} : pack_gates<E>(Op::weight(w_hh, scales.weight_hh), H), {}};
+    Forward<T, E, R> f;
+    f.x = w_ih ? x_op.data_ptr<S>() : nullptr, f.x_gates = w_ih ? nullptr : x_op.data_ptr<T>();
+    f.bias = ptr_or_null<T>(bias_cell), f.h0 = h0_op.data_ptr<S>(), f.c0 = c0_cell.data_ptr<T>();
+    f.peep = ptr_or_null<T>(peep_cell), f.out = out.data_ptr<S>(), f.h_n = h_n.data_ptr<S>();
+    f.c_n = c_n.data_ptr<T>(), f.acts = ptr_or_null<T>(acts), f.cells = ptr_or_null<T>(cells);
+    f.c_state = ptr_or_null<T>(c_state), f.h_full = ptr_or_null<S>(h_full), f.h_seq = ptr_or_null<S>(h_seq);
+    f.I = I, f.H = H, f.P = P, f.steps = steps;
+    f.recurrence = R::for_forward(w_hh, scales.weight_hh, {H, P, groups});
     if (w_ih) f.input = pack_gates<E>(Op::weight(*w_ih, scales.weight_ih), H);
     if (w_hr) f.projection = pack_projection<E>(Op::weight(*w_hr, scales.weight_hr), panel_vecs(P, L, team_size(P)));
     using Copy = typename Op::RowCopy;
@@ -570,96 +474,15 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
     f.run();
   };
   if (int8_weights) {
-    run(float{}, q8{});
+    run(float{}, q8{}, Kind<DenseRecurrence>{});
   } else if (bf16_operands) {
-    run(float{}, bf16{});
+    run(float{}, bf16{}, Kind<DenseRecurrence>{});
   } else {
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkit_forward", [&] { run(scalar_t{}, scalar_t{}); });
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkit_forward", [&] {
+      with_kind(options, [&](auto kind) { run(scalar_t{}, scalar_t{}, kind); });
+    });
   }
   return {out, h_n, c_n, acts, cells, h_seq};
-}
-
-// dW_hh = sum over steps of dG_s^T h_prev_s, as one product over all rows.
-// With `groups` > 1 (a block-diagonal W_hh), only its blocks, as forward takes them: (4H, P / groups), one product
-// per group and gate on column blocks of dG and h_prev as they lie (MKL, which takes any strides).
-// h_prev (N, P): the state entering each row's step, gathered in the walk's row order (h0 for a step's first
-// rows), as a product over all rows reads it.
-at::Tensor previous_states(const at::Tensor& out, const at::Tensor& h0, const Steps& steps) {
-  const int64_t N = out.size(0), P = out.size(1);
-  if (steps.uniform()) {  // a padded batch: the output B rows earlier in the walk
-    const int64_t B = steps.rows[0];
-    if (steps.start[0] != 0) return at::cat({out.narrow(0, B, N - B), h0});  // reverse: step t reads h_{t+1}
-    return at::cat({h0, out.narrow(0, 0, N - B)});
-  }
-  at::Tensor h_prev = empty_large({N, P}, out.options());
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, out.scalar_type(), "lstmkit_h_prev", [&] {
-    at::parallel_for(0, steps.count(), 1, [&](int64_t s0, int64_t s1) {
-      for (int64_t s = s0; s < s1; ++s)
-        for (int64_t b = 0; b < steps.rows[s]; ++b)
-          std::memcpy(h_prev.data_ptr<scalar_t>() + (steps.start[s] + b) * P,
-                      steps.prev(s, b, out.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), P), P * sizeof(scalar_t));
-    });
-  });
-  return h_prev;
-}
-
-at::Tensor recurrent_weight_grad(const at::Tensor& d_gates, const at::Tensor& out, const at::Tensor& h0,
-                                 const Steps& steps, int64_t groups) {
-  const int64_t N = d_gates.size(0), P = out.size(1), H = d_gates.size(1) / 4, h = H / groups, c = P / groups;
-  at::Tensor grad = at::empty({4 * H, c}, out.options());
-  const auto add = [&](const at::Tensor& d_g, const at::Tensor& h_prev, bool accumulate) {  // grad (+)= d_g^T h_prev
-    if (groups == 1) return product(d_g.t(), h_prev, grad, accumulate);
-    for (int64_t j = 0; j < groups; ++j)
-      for (int64_t q = 0; q < 4; ++q) {
-        at::Tensor block = grad.narrow(0, q * H + j * h, h);
-        product_with(false, d_g.narrow(1, q * H + j * h, h).t(), h_prev.narrow(1, j * c, c), block, accumulate);
-      }
-  };
-  if (steps.uniform()) {  // a padded batch: h_prev is the output B rows earlier in the walk (h0 for the first step)
-    const int64_t B = steps.rows[0], first = steps.start[0];
-    add(d_gates.narrow(0, first, B), h0, false);
-    if (N > B) {
-      const bool reverse = first != 0;
-      add(d_gates.narrow(0, reverse ? 0 : B, N - B), out.narrow(0, reverse ? B : 0, N - B), true);
-    }
-    return grad;
-  }
-  add(d_gates, previous_states(out, h0, steps), false);  // packed steps don't line up: gathered
-  return grad;
-}
-
-// dU = sum over rows of dG_q ⊙ h_prev for a diagonal W_hh: (4, H), each thread summing its own units over all rows.
-at::Tensor diagonal_weight_grad(const at::Tensor& d_gates, const at::Tensor& out, const at::Tensor& h0,
-                                const Steps& steps) {
-  const int64_t H = out.size(1);
-  at::Tensor grad = at::empty({4, H}, out.options());
-  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "lstmkit_diagonal_grad", [&] {
-    using V = Vectorized<scalar_t>;
-    constexpr int64_t L = V::size(), kVecs = 4;  // a chunk: 4 vectors of units, 16 accumulators
-    const scalar_t *dg = d_gates.data_ptr<scalar_t>(), *o = out.data_ptr<scalar_t>(), *h = h0.data_ptr<scalar_t>();
-    scalar_t* g = grad.data_ptr<scalar_t>();
-    at::parallel_for(0, (H + kVecs * L - 1) / (kVecs * L), 1, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        const int64_t u0 = c * kVecs * L, vecs = std::min<int64_t>(kVecs, (H - u0 + L - 1) / L);
-        int m[kVecs];
-        V sum[4][kVecs];
-        for (int64_t j = 0; j < vecs; ++j) m[j] = static_cast<int>(std::min<int64_t>(L, H - u0 - j * L));
-        for (auto& gate : sum) std::fill(gate, gate + kVecs, V(scalar_t(0)));
-        for (int64_t s = 0; s < steps.count(); ++s)
-          for (int64_t b = 0; b < steps.rows[s]; ++b) {
-            const scalar_t* hp = steps.prev(s, b, o, h, H) + u0;
-            const scalar_t* d = dg + (steps.start[s] + b) * 4 * H + u0;
-            for (int64_t j = 0; j < vecs; ++j) {
-              const V hv = V::loadu(hp + j * L, m[j]);
-              for (int q = 0; q < 4; ++q) sum[q][j] = at::vec::fmadd(V::loadu(d + q * H + j * L, m[j]), hv, sum[q][j]);
-            }
-          }
-        for (int q = 0; q < 4; ++q)
-          for (int64_t j = 0; j < vecs; ++j) sum[q][j].store(g + q * H + u0 + j * L, m[j]);
-      }
-    });
-  });
-  return grad;
 }
 
 std::vector<at::Tensor> backward_loop(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
@@ -759,54 +582,53 @@ std::vector<at::Tensor> backward_loop(const at::Tensor& d_out, const at::Tensor&
   // with bf16 products, the bf16 copies of dG and dr that they read
   const at::Tensor gates_op = options.bf16 ? empty_large({N, 4 * H}, opt.dtype(at::kBFloat16)) : at::Tensor();
   const at::Tensor total_op = options.bf16 && w_hr ? empty_large({N, P}, opt.dtype(at::kBFloat16)) : at::Tensor();
-  const auto run = [&](auto cell_zero, auto operand_zero) {
+  at::Tensor d_w_ih, d_w_hh, d_w_hr;
+  const auto run = [&](auto cell_zero, auto operand_zero, auto kind) {
     using T = decltype(cell_zero);
     using E = decltype(operand_zero);
+    using R = typename decltype(kind)::template type<T, E>;
     constexpr int64_t L = Vectorized<T>::size();
     const int threads = team_size(4 * H);
-    Backward<T, E> bw{cells.data_ptr<T>(), out.data_ptr<T>(), h0.data_ptr<T>(), c0.data_ptr<T>(),
-                      ptr_or_null<T>(peephole), d_out.data_ptr<T>(), acts.data_ptr<T>(), ptr_or_null<T>(dx),
-                      dh_next.data_ptr<T>(), dc.data_ptr<T>(), ptr_or_null<T>(d_peep), ptr_or_null<T>(d_bias),
-                      ptr_or_null<T>(d_out_total), ptr_or_null<E>(gates_op), ptr_or_null<E>(total_op),
-                      ptr_or_null<T>(h_full), ptr_or_null<T>(d_h_seq), diagonal ? w_hh.data_ptr<T>() : nullptr, I, H,
-                      P, groups, steps, {}, {}, {}};
-    int vecs = panel_vecs(P, L, threads);
-    while ((P / groups) % (vecs * L) && vecs > 1) vecs /= 2;  // a group's columns: whole panels
-    const int64_t width = vecs * L;  // the diagonal's items: unit panels, nothing packed
-    bw.recurrent_panels = diagonal ? typename Operand<E>::Panels{at::Tensor(), nullptr, 0, width, (P + width - 1) / width}
-                                   : pack_plain<E>(w_hh, vecs);
+    const RecurrentShape shape{H, P, groups};
+    Backward<T, E, R> bw;
+    bw.cells = cells.data_ptr<T>(), bw.out = out.data_ptr<T>(), bw.h0 = h0.data_ptr<T>(), bw.c0 = c0.data_ptr<T>();
+    bw.peep = ptr_or_null<T>(peephole), bw.d_out = d_out.data_ptr<T>(), bw.gates = acts.data_ptr<T>();
+    bw.dx = ptr_or_null<T>(dx), bw.dh_next = dh_next.data_ptr<T>(), bw.dc = dc.data_ptr<T>();
+    bw.d_peep = ptr_or_null<T>(d_peep), bw.d_bias = ptr_or_null<T>(d_bias), bw.d_out_total = ptr_or_null<T>(d_out_total);
+    bw.gates_op = ptr_or_null<E>(gates_op), bw.total_op = ptr_or_null<E>(total_op), bw.h_full = ptr_or_null<T>(h_full);
+    bw.d_h_seq = ptr_or_null<T>(d_h_seq), bw.I = I, bw.H = H, bw.P = P, bw.steps = steps;
+    bw.recurrence = R::for_backward(w_hh, shape, threads);
     if (dx.defined()) bw.input = pack_plain<E>(*w_ih, panel_vecs(I, L, threads));
     if (w_hr) bw.projection = pack_plain<E>(*w_hr, panel_vecs(H, L, threads));
     bw.run();
+    if constexpr (std::is_same_v<T, E>) {  // the weight gradients, one product over all rows each
+      if (w_hr && needs.weight_hr) {
+        d_w_hr = at::empty({P, H}, opt);
+        product(d_out_total.t(), h_full, d_w_hr);  // dW_hr = sum_t dr_t^T h_t
+      }
+      d_out_total.reset(), h_full.reset();
+      if (needs.weight_hh) d_w_hh = R::weight_grad(d_gates, out, h0, steps, shape);  // sum_t dG_t^T h_{t-1}
+      if (w_ih && needs.weight_ih) {
+        d_w_ih = at::empty({4 * H, I}, opt);
+        product(d_gates.t(), x, d_w_ih);  // dW_ih = sum_t dG_t^T x_t
+      }
+    }
   };
-  if (options.bf16) {
-    TORCH_CHECK(acts.scalar_type() == at::kFloat && !diagonal && groups == 1,
-                "bf16 products run float32 tensors and a dense weight_hh");
-    run(float{}, bf16{});
-  } else {
-    AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstmkit_backward", [&] { run(scalar_t{}, scalar_t{}); });
-  }
-
-  at::Tensor d_w_ih, d_w_hh, d_w_hr;
-  if (options.bf16) {  // the products on bf16 operands: oneDNN's bf16 matmul, see bf16_weight_grad
-    if (w_hr && needs.weight_hr) d_w_hr = bf16_weight_grad(total_op, h_full);  // dW_hr = sum_t dr_t^T h_t
-    d_out_total.reset(), h_full.reset();
-    if (needs.weight_hh)  // dW_hh = sum_t dG_t^T h_{t-1}
-      d_w_hh = bf16_weight_grad(gates_op, previous_states(bf16_operand(out), bf16_operand(h0), steps));
-    if (w_ih && needs.weight_ih) d_w_ih = bf16_weight_grad(gates_op, x);  // dW_ih = sum_t dG_t^T x_t
+  if (!options.bf16) {
+    AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstmkit_backward", [&] {
+      with_kind(options, [&](auto kind) { run(scalar_t{}, scalar_t{}, kind); });
+    });
     return {w_ih ? dx : d_gates, dh_next, dc, d_peep, d_bias, d_w_ih, d_w_hh, d_w_hr};
   }
-  if (w_hr && needs.weight_hr) {
-    d_w_hr = at::empty({P, H}, opt);
-    product(d_out_total.t(), h_full, d_w_hr);  // dW_hr = sum_t dr_t^T h_t
-  }
+  TORCH_CHECK(acts.scalar_type() == at::kFloat && !diagonal && groups == 1,
+              "bf16 products run float32 tensors and a dense weight_hh");
+  run(float{}, bf16{}, Kind<DenseRecurrence>{});
+  // the weight gradients' products on bf16 operands: oneDNN's bf16 matmul, see bf16_weight_grad
+  if (w_hr && needs.weight_hr) d_w_hr = bf16_weight_grad(total_op, h_full);  // dW_hr = sum_t dr_t^T h_t
   d_out_total.reset(), h_full.reset();
-  if (needs.weight_hh && diagonal) d_w_hh = diagonal_weight_grad(d_gates, out, h0, steps);
-  else if (needs.weight_hh) d_w_hh = recurrent_weight_grad(d_gates, out, h0, steps, groups);
-  if (w_ih && needs.weight_ih) {
-    d_w_ih = at::empty({4 * H, I}, opt);
-    product(d_gates.t(), x, d_w_ih);  // dW_ih = sum_t dG_t^T x_t
-  }
+  if (needs.weight_hh)  // dW_hh = sum_t dG_t^T h_{t-1}
+    d_w_hh = bf16_weight_grad(gates_op, previous_states(bf16_operand(out), bf16_operand(h0), steps));
+  if (w_ih && needs.weight_ih) d_w_ih = bf16_weight_grad(gates_op, x);  // dW_ih = sum_t dG_t^T x_t
   return {w_ih ? dx : d_gates, dh_next, dc, d_peep, d_bias, d_w_ih, d_w_hh, d_w_hr};
 }
 
