@@ -63,11 +63,18 @@ def test_a_budget_subset_keeps_the_other_recipes_rows_measured_before(tmp_path):
     out.mkdir()
     (out / "quality.json").write_text(json.dumps({"rows": [
         {"budget_s": 180, "command": "old"}, {"budget_s": 1800, "command": current, "final_valid_loss": 1.3}]}))
-    assert quality.earlier_rows(cfg, root, [180.0]) == [{"budget_s": 1800, "command": current,
-                                                         "final_valid_loss": 1.3, "earlier_recipe": False}]
+    assert quality.earlier_rows(cfg, root, [180.0]) == [{"budget_s": 1800, "command": current, "target": slow.target,
+                                                         "passes": True, "final_valid_loss": 1.3, "why": slow.why,
+                                                         "earlier_recipe": False}]
     (out / "quality.json").write_text(json.dumps({"rows": [{"budget_s": 1800, "command": "an older recipe"}]}))
     assert quality.earlier_rows(cfg, root, [180.0]) == [{"budget_s": 1800, "command": "an older recipe",
                                                          "earlier_recipe": True}]
+    # a row measured against an older target (1.40) is judged against the current one
+    (out / "quality.json").write_text(json.dumps({"rows": [{"budget_s": 1800, "command": "an older recipe",
+                                                            "final_valid_loss": 1.3849, "target": 1.40,
+                                                            "passes": True}]}))
+    [row] = quality.earlier_rows(cfg, root, [180.0])
+    assert (row["target"], row["passes"], row["earlier_recipe"]) == (slow.target, 1.3849 <= slow.target, True)
 
 
 def test_the_table_marks_an_earlier_recipe_and_names_the_current_one():
