@@ -188,7 +188,7 @@ struct Backward {
   static constexpr int L = V::size();
 
   // saved by the forward; d_out (N, P)
-  const T *cells = nullptr, *out = nullptr, *h0 = nullptr, *c0 = nullptr, *peep = nullptr, *d_out = nullptr;
+  const T *cells = nullptr, *c0 = nullptr, *peep = nullptr, *d_out = nullptr;
   T *gates = nullptr;  // (N, 4H): the activated gates saved by the forward, overwritten row by row with dL/dgates
   T *dx = nullptr;           // (N, I) dL/dx with W_ih in the loop; else null
   T *dh_next = nullptr;      // (B, P): dL/dh_t (dL/dr_t with projection) from the step after t; ends as dL/dh0
@@ -196,7 +196,8 @@ struct Backward {
   T *d_peep = nullptr;       // (3, H) or null
   T *d_bias = nullptr;       // (4H) or null
   T *d_out_total = nullptr;  // (N, P) dL/dr_t from both the output and step t+1, kept for dW_hr; with projection only
-  E *gates_op = nullptr;  // (N, 4H) dL/dgates as E where E is not T (else null: `gates` itself), the products' operand
+  E *gates_op = nullptr;  // (N, 4H) dL/dgates as E where E is not T, the products' operand, written instead of
+                          // `gates` (else null: `gates` itself)
   E *total_op = nullptr;  // (N, P) d_out_total likewise
   T *h_full = nullptr;    // (N, H) h_t = o ⊙ tanh(c_t) recomputed for dW_hr, with projection only: written over
                           // `cells` (the same array), row by row once c_t has had its last read
@@ -233,8 +234,8 @@ struct Backward {
       }
       const V da[4] = {da_i, da_f, da_g, da_o};
       for (int gate = 0; gate < 4; ++gate) {
-        da[gate].store(dg + gate * H + v, m);
-        if (gates_op) Op::store(da[gate], gates_op + row * 4 * H + u0 + gate * H + v, m);
+        if (gates_op) Op::store(da[gate], gates_op + row * 4 * H + u0 + gate * H + v, m);  // all the products read
+        else da[gate].store(dg + gate * H + v, m);
         if (d_bias) add_to(d_bias + gate * H + u0 + v, da[gate], m);  // dL/db = sum over rows of dL/da
       }
       dc_prev.store(dcr + v, m);
@@ -502,10 +503,10 @@ at::Tensor bf16_weight_grad(const at::Tensor& d, const at::Tensor& v) {
   return at::mm(bf16_operand(d).t(), bf16_operand(v)).to(at::kFloat);
 }
 
-// `backward` of a forward with bf16 operands, on the operands as that forward saw them (x, h_0 and the weights
-// rounded to bf16, h_t as it kept them) held in float32: the loop's products with bf16 operands (dG and dr rounded
-// to bf16 as they enter them) and the weight gradients' (bf16_weight_grad), its cell in float32; each gradient in its
-// operand's dtype.
+// `backward` of a forward with bf16 operands. The loop's cell and its incoming gradients in float32 (converted here
+// where they come as bfloat16); the operands (x, h_0, out and the weights) as they come, float32 or bfloat16: the
+// products read them rounded to bf16 (packing rounds the weights, the weight gradients' bf16_weight_grad the rest)
+// as the forward did, with dG and dr rounded to bf16 as they enter them. Each gradient in its operand's dtype.
 std::vector<at::Tensor> backward_bf16(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
                                       const at::Tensor& acts, const at::Tensor& cells, const at::Tensor& out,
                                       const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
@@ -515,14 +516,12 @@ std::vector<at::Tensor> backward_bf16(const at::Tensor& d_out, const at::Tensor&
                                       const std::optional<at::Tensor>& d_h_seq, const LoopOptions& options,
                                       const Needs& needs) {
   const auto f32 = [](const at::Tensor& t) { return t.to(at::kFloat).contiguous(); };
-  const auto rounded = [&](const at::Tensor& t) { return f32(t.to(at::kBFloat16)); };
-  const auto opt = [](const std::optional<at::Tensor>& t, const auto& f) {
-    return t ? std::optional<at::Tensor>(f(*t)) : std::nullopt;
+  const auto opt = [&](const std::optional<at::Tensor>& t) {
+    return t ? std::optional<at::Tensor>(f32(*t)) : std::nullopt;
   };
-  std::vector<at::Tensor> grads =
-      backward_loop(f32(d_out), f32(d_h_n), f32(d_c_n), acts, cells, f32(out), rounded(x), opt(w_ih, rounded),
-                    opt(bias, f32), rounded(h0), f32(c0), rounded(w_hh), opt(peephole, f32), opt(w_hr, rounded),
-                    opt(d_h_seq, f32), options, needs);
+  std::vector<at::Tensor> grads = backward_loop(f32(d_out), f32(d_h_n), f32(d_c_n), acts, cells, out, x, w_ih,
+                                                opt(bias), h0, f32(c0), w_hh, opt(peephole), w_hr, opt(d_h_seq),
+                                                options, needs);
   const std::optional<at::Tensor> operands[] = {x, h0, c0, peephole, bias, w_ih, w_hh, w_hr};
   for (size_t k = 0; k < grads.size(); ++k)
     if (grads[k].defined() && operands[k]) grads[k] = grads[k].to(operands[k]->scalar_type());
@@ -532,8 +531,8 @@ std::vector<at::Tensor> backward_bf16(const at::Tensor& d_out, const at::Tensor&
 // The gradients of `forward`'s loss through its outputs (and through h_seq, d_h_seq, when it was kept), for [x, h0,
 // c0, peephole, bias, weight_ih, weight_hh, weight_hr] where `needs` asks (h0 and c0 always come): None for those
 // not asked or absent. The loop writes dL/dgates over `acts` (consuming them: no second (N, 4H) buffer) and forms
-// dL/dx = W_ih^T dG step by step; the weight gradients follow it, one product over all rows each, every buffer
-// dropped after its last use.
+// dL/dx = W_ih^T dG step by step (with bf16 products, one product after it); the weight gradients follow it, one
+// product over all rows each, every buffer dropped after its last use.
 std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
                                  const at::Tensor& acts, const at::Tensor& cells, const at::Tensor& out,
                                  const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
@@ -545,7 +544,8 @@ std::vector<at::Tensor> backward(const at::Tensor& d_out, const at::Tensor& d_h_
                                                         w_hh, peephole, w_hr, d_h_seq, options, needs);
 }
 
-// `backward` with every tensor of one dtype (float32 with options.bf16: bf16 products, see backward_bf16).
+// `backward` with every tensor of one dtype; with options.bf16 (see backward_bf16) the cell's float32 and the
+// operands x, h0, out and the weights float32 or bfloat16.
 std::vector<at::Tensor> backward_loop(const at::Tensor& d_out, const at::Tensor& d_h_n, const at::Tensor& d_c_n,
                                       const at::Tensor& acts, const at::Tensor& cells, const at::Tensor& out,
                                       const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
@@ -557,10 +557,17 @@ std::vector<at::Tensor> backward_loop(const at::Tensor& d_out, const at::Tensor&
   const std::vector<int64_t>& batch_sizes = options.batch_sizes;
   const bool reverse = options.reverse, diagonal = options.diagonal;
   const int64_t groups = options.groups;
+  const auto check_operand = [&](const std::optional<at::Tensor>& t, const char* name) {
+    if (!t || !options.bf16) return check(t, name, acts);
+    TORCH_CHECK(t->device().is_cpu() && t->is_contiguous() &&
+                (t->scalar_type() == at::kFloat || t->scalar_type() == at::kBFloat16),
+                name, " must be a contiguous CPU tensor of dtype float32 or bfloat16 (bf16 operands)");
+  };
   for (auto [t, name] : {std::pair{d_out, "d_out"}, {d_h_n, "d_h_n"}, {d_c_n, "d_c_n"}, {cells, "cells"},
-                         {out, "out"}, {x, "x"}, {h0, "h0"}, {c0, "c0"}, {w_hh, "weight_hh"}})
+                         {c0, "c0"}})
     check(t, name, acts);
-  check(w_ih, "weight_ih", acts), check(peephole, "peephole", acts), check(w_hr, "weight_hr", acts);
+  for (auto [t, name] : {std::pair{out, "out"}, {x, "x"}, {h0, "h0"}, {w_hh, "weight_hh"}}) check_operand(t, name);
+  check_operand(w_ih, "weight_ih"), check(peephole, "peephole", acts), check_operand(w_hr, "weight_hr");
   check(d_h_seq, "d_h_seq", acts);
   const int64_t N = acts.size(0), I = x.size(1), H = acts.size(1) / 4, P = h0.size(1);
   TORCH_CHECK(!d_h_seq || (w_hr && d_h_seq->size(0) == N && d_h_seq->size(1) == H),
@@ -572,7 +579,10 @@ std::vector<at::Tensor> backward_loop(const at::Tensor& d_out, const at::Tensor&
   const Steps steps(batch_sizes, reverse);
   const auto opt = acts.options();
   const at::Tensor& d_gates = acts;
-  const at::Tensor dx = w_ih && needs.x ? empty_large({N, I}, opt) : at::Tensor();
+  // dL/dx = dG W_ih: step by step in the loop, or with bf16 products one oneDNN bf16 product after it (measured
+  // faster here), rounded to bf16 as torch.nn.LSTM's is under autocast
+  const bool dx_after = options.bf16;
+  at::Tensor dx = w_ih && needs.x && !dx_after ? empty_large({N, I}, opt) : at::Tensor();
   at::Tensor dh_next = d_h_n.clone(), dc = d_c_n.clone();
   const at::Tensor d_peep = peephole && needs.peephole ? at::zeros({3, H}, opt) : at::Tensor();
   const at::Tensor d_bias = bias && needs.bias ? at::zeros({4 * H}, opt) : at::Tensor();
@@ -591,7 +601,7 @@ std::vector<at::Tensor> backward_loop(const at::Tensor& d_out, const at::Tensor&
     const int threads = team_size(4 * H);
     const RecurrentShape shape{H, P, groups};
     Backward<T, E, R> bw;
-    bw.cells = cells.data_ptr<T>(), bw.out = out.data_ptr<T>(), bw.h0 = h0.data_ptr<T>(), bw.c0 = c0.data_ptr<T>();
+    bw.cells = cells.data_ptr<T>(), bw.c0 = c0.data_ptr<T>();
     bw.peep = ptr_or_null<T>(peephole), bw.d_out = d_out.data_ptr<T>(), bw.gates = acts.data_ptr<T>();
     bw.dx = ptr_or_null<T>(dx), bw.dh_next = dh_next.data_ptr<T>(), bw.dc = dc.data_ptr<T>();
     bw.d_peep = ptr_or_null<T>(d_peep), bw.d_bias = ptr_or_null<T>(d_bias), bw.d_out_total = ptr_or_null<T>(d_out_total);
@@ -629,6 +639,7 @@ std::vector<at::Tensor> backward_loop(const at::Tensor& d_out, const at::Tensor&
   if (needs.weight_hh)  // dW_hh = sum_t dG_t^T h_{t-1}
     d_w_hh = bf16_weight_grad(gates_op, previous_states(bf16_operand(out), bf16_operand(h0), steps));
   if (w_ih && needs.weight_ih) d_w_ih = bf16_weight_grad(gates_op, x);  // dW_ih = sum_t dG_t^T x_t
+  if (w_ih && needs.x) dx = at::mm(gates_op, bf16_operand(*w_ih)).to(at::kFloat);  // dL/dx = dG W_ih
   return {w_ih ? dx : d_gates, dh_next, dc, d_peep, d_bias, d_w_ih, d_w_hh, d_w_hr};
 }
 
