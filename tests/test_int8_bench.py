@@ -42,3 +42,13 @@ def test_the_agreement_gate_refuses_a_wrong_int8_engine(monkeypatch):
     monkeypatch.setattr(int8, "_int8_model", perturbed)
     row = int8.run_case(Case("Q", 8, 4, 16, "dense"), BenchConfig(repeats=1, warmup=0), ceiling=1.0)
     assert not row["agrees"] and "time_s" not in row
+
+
+def test_a_ceiling_measured_low_once_is_settled_by_the_second_measurement():
+    """A busy spell during the first ceiling measurement halves it; the table's bound is the larger of the two and
+    the rows' % of it follow."""
+    from lstmkit.bench.peak import settled
+    rows = [{"pct_ceiling": {"lstmkit": 150.0, "nn.LSTM": 120.0}}, {"case": "no timing"}]
+    ceilings = settled({"bf16": 236.0, "fp32": 235.0}, {"bf16": lambda: 472.0, "fp32": lambda: 118.0}, rows, "bf16")
+    assert ceilings == {"bf16": 472.0, "fp32": 235.0}
+    assert rows[0]["pct_ceiling"] == {"lstmkit": 75.0, "nn.LSTM": 60.0} and rows[1] == {"case": "no timing"}

@@ -10,7 +10,7 @@ import torch
 from lstmkit.bench import agreement, cases, report
 from lstmkit.bench.cases import Case
 from lstmkit.bench.dense import median_rounds
-from lstmkit.bench.peak import dot_ceiling, fma_ceiling
+from lstmkit.bench.peak import dot_ceiling, fma_ceiling, settled
 from lstmkit.bench.timing import time_interleaved
 
 SECTION = "engine-bf16"
@@ -97,7 +97,8 @@ def run(cfg) -> dict:
     case_list = cases.cases(names, shape_table)
     print("measuring the bf16 dot-product and fp32 FMA ceilings", file=sys.stderr, flush=True)
     ceilings = {"bf16": dot_ceiling(), "fp32": fma_ceiling()}
-    if not ceilings["bf16"]:  # no vdpbf16ps: the bf16 loop runs two fp32 FMAs per pair, so fp32's bound
+    has_dot = bool(ceilings["bf16"])
+    if not has_dot:  # no vdpbf16ps: the bf16 loop runs two fp32 FMAs per pair, so fp32's bound
         ceilings["bf16"] = ceilings["fp32"]
     rounds = []
     with warnings.catch_warnings():
@@ -108,8 +109,10 @@ def run(cfg) -> dict:
                 print(f"round {r + 1}/{cfg.rounds}, {case.name}: {case.dims}", file=sys.stderr, flush=True)
                 rows += run_case(case, cfg, ceilings["bf16"])
             rounds.append(rows)
+    rows = median_rounds(rounds)
+    ceilings = settled(ceilings, {"bf16": dot_ceiling if has_dot else fma_ceiling, "fp32": fma_ceiling}, rows, "bf16")
     return {"study": SECTION, "repeats": cfg.repeats, "warmup": cfg.warmup, "rounds": cfg.rounds,
-            "ceilings": ceilings, "rows": median_rounds(rounds)}
+            "ceilings": ceilings, "rows": rows}
 
 
 HEADERS = ["case", "shape", "mode", "lstmkit ms", "nn.LSTM ms", "ratio", "ratio range", "lstmkit GFLOP/s",
