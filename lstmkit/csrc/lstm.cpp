@@ -119,7 +119,9 @@ struct Forward {
         prefetch_input_product(s, b0, b1, u0);
       }
       if constexpr (R::kProduct) {  // tile row r's h_{t-1} from column k, as the products read it
-        const auto row = [&](int64_t r, int64_t k) { return recurrent_rows(b0 + r, steps.prev(s, b0 + r, out, h0, P) + k); };
+        const auto row = [&](int64_t r, int64_t k) {
+          return recurrent_rows(b0 + r, steps.prev(s, b0 + r, out, h0, P) + k);
+        };
         recurrence.forward_tile(j, b1 - b0, row, tile, input.count > 0);
       }
       for (int64_t b = b0; b < b1; ++b) pointwise(s, b, u0, n, tile + (b - b0) * 4 * L);
@@ -190,7 +192,7 @@ struct Backward {
   // saved by the forward; d_out (N, P)
   const T *cells = nullptr, *c0 = nullptr, *peep = nullptr, *d_out = nullptr;
   T *gates = nullptr;  // (N, 4H): the activated gates saved by the forward, overwritten row by row with dL/dgates
-  T *dx = nullptr;           // (N, I) dL/dx with W_ih in the loop; else null
+  T *dx = nullptr;           // (N, I) dL/dx with W_ih in the loop (not with bf16 products: after it); else null
   T *dh_next = nullptr;      // (B, P): dL/dh_t (dL/dr_t with projection) from the step after t; ends as dL/dh0
   T *dc = nullptr;           // (B, H): dL/dc_t from the step after t; ends as dL/dc0
   T *d_peep = nullptr;       // (3, H) or null
@@ -604,7 +606,8 @@ std::vector<at::Tensor> backward_loop(const at::Tensor& d_out, const at::Tensor&
     bw.cells = cells.data_ptr<T>(), bw.c0 = c0.data_ptr<T>();
     bw.peep = ptr_or_null<T>(peephole), bw.d_out = d_out.data_ptr<T>(), bw.gates = acts.data_ptr<T>();
     bw.dx = ptr_or_null<T>(dx), bw.dh_next = dh_next.data_ptr<T>(), bw.dc = dc.data_ptr<T>();
-    bw.d_peep = ptr_or_null<T>(d_peep), bw.d_bias = ptr_or_null<T>(d_bias), bw.d_out_total = ptr_or_null<T>(d_out_total);
+    bw.d_peep = ptr_or_null<T>(d_peep), bw.d_bias = ptr_or_null<T>(d_bias);
+    bw.d_out_total = ptr_or_null<T>(d_out_total);
     bw.gates_op = ptr_or_null<E>(gates_op), bw.total_op = ptr_or_null<E>(total_op), bw.h_full = ptr_or_null<T>(h_full);
     bw.d_h_seq = ptr_or_null<T>(d_h_seq), bw.I = I, bw.H = H, bw.P = P, bw.steps = steps;
     bw.recurrence = R::for_backward(w_hh, shape, threads);
