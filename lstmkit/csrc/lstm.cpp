@@ -602,18 +602,21 @@ std::vector<at::Tensor> backward_loop(const at::Tensor& d_out, const at::Tensor&
     constexpr int64_t L = Vectorized<T>::size();
     const int threads = team_size(4 * H);
     const RecurrentShape shape{H, P, groups};
-    Backward<T, E, R> bw;
-    bw.cells = cells.data_ptr<T>(), bw.c0 = c0.data_ptr<T>();
-    bw.peep = ptr_or_null<T>(peephole), bw.d_out = d_out.data_ptr<T>(), bw.gates = acts.data_ptr<T>();
-    bw.dx = ptr_or_null<T>(dx), bw.dh_next = dh_next.data_ptr<T>(), bw.dc = dc.data_ptr<T>();
-    bw.d_peep = ptr_or_null<T>(d_peep), bw.d_bias = ptr_or_null<T>(d_bias);
-    bw.d_out_total = ptr_or_null<T>(d_out_total);
-    bw.gates_op = ptr_or_null<E>(gates_op), bw.total_op = ptr_or_null<E>(total_op), bw.h_full = ptr_or_null<T>(h_full);
-    bw.d_h_seq = ptr_or_null<T>(d_h_seq), bw.I = I, bw.H = H, bw.P = P, bw.steps = steps;
-    bw.recurrence = R::for_backward(w_hh, shape, threads);
-    if (dx.defined()) bw.input = pack_plain<E>(*w_ih, panel_vecs(I, L, threads));
-    if (w_hr) bw.projection = pack_plain<E>(*w_hr, panel_vecs(H, L, threads));
-    bw.run();
+    {  // the loop, its packed weights freed before the weight gradients are allocated
+      Backward<T, E, R> bw;
+      bw.cells = cells.data_ptr<T>(), bw.c0 = c0.data_ptr<T>();
+      bw.peep = ptr_or_null<T>(peephole), bw.d_out = d_out.data_ptr<T>(), bw.gates = acts.data_ptr<T>();
+      bw.dx = ptr_or_null<T>(dx), bw.dh_next = dh_next.data_ptr<T>(), bw.dc = dc.data_ptr<T>();
+      bw.d_peep = ptr_or_null<T>(d_peep), bw.d_bias = ptr_or_null<T>(d_bias);
+      bw.d_out_total = ptr_or_null<T>(d_out_total);
+      bw.gates_op = ptr_or_null<E>(gates_op), bw.total_op = ptr_or_null<E>(total_op);
+      bw.h_full = ptr_or_null<T>(h_full);
+      bw.d_h_seq = ptr_or_null<T>(d_h_seq), bw.I = I, bw.H = H, bw.P = P, bw.steps = steps;
+      bw.recurrence = R::for_backward(w_hh, shape, threads);
+      if (dx.defined()) bw.input = pack_plain<E>(*w_ih, panel_vecs(I, L, threads));
+      if (w_hr) bw.projection = pack_plain<E>(*w_hr, panel_vecs(H, L, threads));
+      bw.run();
+    }
     if constexpr (std::is_same_v<T, E>) {  // the weight gradients, one product over all rows each
       if (w_hr && needs.weight_hr) {
         d_w_hr = at::empty({P, H}, opt);
