@@ -11,6 +11,11 @@
 
 namespace lstmkit {
 
+// The shapes a recurrent kind (recurrent.h) is packed for: H hidden units, P columns of h_{t-1}, `groups` blocks.
+struct RecurrentShape {
+  int64_t H, P, groups;
+};
+
 // Vectors per panel for an N-column product: the widest panel (fewest broadcasts per FMA) that still gives
 // every thread a panel.
 inline int panel_vecs(int64_t N, int64_t L, int threads) {

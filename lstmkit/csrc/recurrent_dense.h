@@ -13,11 +13,6 @@
 
 namespace lstmkit {
 
-// The shapes a recurrent kind is packed for: H hidden units, P columns of h_{t-1}, `groups` blocks.
-struct RecurrentShape {
-  int64_t H, P, groups;
-};
-
 template <typename T, typename E>
 struct DenseRecurrence {
   using Op = Operand<E>;

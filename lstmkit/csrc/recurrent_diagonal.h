@@ -7,7 +7,9 @@
 #include <optional>
 #include <type_traits>
 
-#include "recurrent_dense.h"
+#include "packing.h"
+#include "products.h"
+#include "steps.h"
 
 namespace lstmkit {
 

@@ -6,7 +6,9 @@
 
 #include <optional>
 
-#include "recurrent_dense.h"
+#include "packing.h"
+#include "products.h"
+#include "steps.h"
 
 namespace lstmkit {
 
