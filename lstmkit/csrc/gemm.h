@@ -12,26 +12,11 @@
 #include <optional>
 #include <utility>
 
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
+#include "pool.h"
 
 namespace lstmkit {
 
 using at::vec::Vectorized;
-
-// at::empty, asking Linux to back the buffer with 2 MiB pages where it is large: a fresh multi-megabyte buffer
-// otherwise takes one page fault per 4 KiB on first write, which costs up to 15% of a training step here.
-inline at::Tensor empty_large(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  at::Tensor t = at::empty(sizes, options);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr()), end = begin + t.nbytes();
-  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1), last = end & ~(kHuge - 1);
-  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);  // advice only
-#endif
-  return t;
-}
 
 // Rows of A per register tile: 6 x 4 vector accumulators take 24 of AVX-512's 32 registers; with 16 (AVX2), 3 x 4.
 constexpr int kTileRows = sizeof(Vectorized<float>) == 64 ? 6 : 3;

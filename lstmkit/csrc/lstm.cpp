@@ -681,7 +681,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "LoopOptions, needs: Needs) -> [d_x, d_h0, d_c0, d_peephole, d_bias, d_weight_ih, d_weight_hh, d_weight_hr]");
   m.def("empty_large", [](const std::vector<int64_t>& sizes, const at::Tensor& like) {
     return lstmkit::empty_large(sizes, like.options());
-  }, "empty_large(sizes, like): torch.empty like `like`, backed by 2 MiB pages where it is large");
+  }, "empty_large(sizes, like): torch.empty like `like`, from lstmkit's pool of large blocks where it is large "
+     "(csrc/pool.h)");
+  m.def("pool_cached_bytes", [] { return lstmkit::BlockPool::get().cached(); },
+        "pool_cached_bytes() -> bytes of free blocks the pool of large buffers holds for reuse (csrc/pool.h)");
+  m.def("pool_release", [] { return lstmkit::BlockPool::get().release(); },
+        "pool_release() -> frees the blocks the pool holds for reuse (buffers in use stay); the bytes freed");
   m.def("fma_ceiling", &lstmkit::fma_ceiling, "fma_ceiling(threads, iterations) -> GFLOP/s of fp32 vector FMAs "
         "on registers alone, the arithmetic bound of this machine");
   m.def("dot_ceiling", &lstmkit::dot_ceiling, "dot_ceiling(threads, iterations) -> GFLOP/s of bf16 dot products "

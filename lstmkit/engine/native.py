@@ -141,3 +141,11 @@ def auto_layer(x: Tensor, batch_sizes: list[int] | None, h0: Tensor, c0: Tensor,
             return reference_layer(x, batch_sizes, h0, c0, weight_ih, weight_hh, bias, peephole, weight_hr, reverse)
         return _run(form, x, batch_sizes, h0, c0, weight_ih, bias, peephole, reverse)
     return fused_layer(x, batch_sizes, h0, c0, weight_ih, weight_hh, bias, peephole, weight_hr, reverse)
+
+
+def release_buffers() -> int:
+    """Frees the large CPU buffers that the native engine keeps for reuse (lstmkit/csrc/pool.h: blocks of 1 MiB and
+    more that earlier calls freed, at most 1 GiB of them, which spare the next call of the same shapes a fresh
+    allocation's page faults); buffers in use stay. Returns the bytes freed: 0 without the extension."""
+    ext = extension()
+    return ext.pool_release() if ext is not None else 0

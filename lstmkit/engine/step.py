@@ -53,7 +53,8 @@ def step_backward(dh: Tensor, dc: Tensor, acts: Tensor, c: Tensor, c_prev: Tenso
 
 
 def new_buffer(like: Tensor, *sizes: int) -> Tensor:
-    """like.new_empty(sizes), on the CPU backed by 2 MiB pages where Linux allows (the extension's empty_large):
-    the loop's (T·B, 4H) buffers are tens of MB, and a fresh one otherwise takes a page fault per 4 KiB."""
+    """like.new_empty(sizes), on the CPU from the extension's pool of large blocks where it is large (empty_large,
+    csrc/pool.h): the loop's (T·B, 4H) buffers are tens of MB, and a fresh one otherwise takes a page fault per
+    page, which the kernel zeroes, on first write."""
     kernel = _kernel(like)
     return kernel.empty_large(list(sizes), like) if kernel is not None else like.new_empty(sizes)
