@@ -87,16 +87,18 @@ def test_results_do_not_depend_on_what_a_reused_block_held(case, monkeypatch):
 
 
 @needs_native
-def test_a_block_serves_a_buffer_up_to_a_quarter_smaller():
+def test_a_block_serves_only_buffers_of_its_size_class():
+    """2 MiB classes from 8 MiB on: 12 MiB and 11 MiB share a block, 10 MiB does not take the 12 MiB one (the
+    profiler would count the larger block)."""
     native.release_buffers()
-    a = ext().empty_large([(10 << 20) // 4], torch.empty(0))  # 10 MiB
+    a = ext().empty_large([(12 << 20) // 4], torch.empty(0))
     where = a.data_ptr()
     del a
-    smaller = ext().empty_large([(9 << 20) // 4], torch.empty(0))  # 9 MiB: the 10 MiB block
-    assert smaller.data_ptr() == where
-    del smaller
-    far_smaller = ext().empty_large([(5 << 20) // 4], torch.empty(0))  # half the size: a block of its own
-    assert far_smaller.data_ptr() != where
+    same_class = ext().empty_large([(11 << 20) // 4], torch.empty(0))
+    assert same_class.data_ptr() == where
+    del same_class
+    smaller = ext().empty_large([(10 << 20) // 4], torch.empty(0))
+    assert smaller.data_ptr() != where
 
 
 @needs_native

@@ -4,9 +4,10 @@
 // zeroing of each page on first write, and glibc maps every buffer of 32 MiB and more afresh (the gates at L and
 // XL). Measured with LSTMKIT_NO_POOL toggled step by step in one process (2-core CPU, training steps): T=64, B=64,
 // H=512 under bf16 autocast 174 -> 163 ms, in fp32 310 -> 297 ms; T=32, B=64, H=1024 in fp32 621 -> 553 ms.
-// Blocks are reused by size class (the large ones whole 2 MiB pages, advised as huge pages; a block serves a buffer
-// up to 25 % smaller), at most kMaxCached bytes of free blocks are kept (the oldest freed first past it, and all by
-// `release`), and PyTorch's memory profiler sees each buffer as it sees at::empty's.
+// Blocks are reused by size class (whole 2 MiB pages, advised as huge pages, from 8 MiB on; 64 KiB grains below): a
+// larger free block is not handed out, since PyTorch's memory profiler sees each buffer as the block that holds it
+// (as it sees at::empty's). At most kMaxCached bytes of free blocks are kept (the oldest freed first past it, and
+// all by `release`).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -42,8 +43,8 @@ class BlockPool final : public c10::Allocator {
   static constexpr size_t kMinBytes = size_t(1) << 20;   // smaller buffers come from at::empty
   static constexpr size_t kMaxCached = size_t(1) << 30;  // free blocks kept for reuse, at most (1 GiB)
 
-  // The size of the block that holds `bytes`: whole huge pages from kLarge on (at most 25 % more), else whole
-  // grains (at most 6 % more).
+  // The size class of `bytes`, the size of the block that holds it: whole huge pages from kLarge on (at most 25 %
+  // more), else whole grains (at most 6 % more).
   static size_t block_size(size_t bytes) {
     const size_t unit = bytes >= kLarge ? kHuge : kGrain;
     return (std::max<size_t>(bytes, 1) + unit - 1) / unit * unit;
@@ -60,9 +61,9 @@ class BlockPool final : public c10::Allocator {
     void* p = nullptr;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      auto it = free_.lower_bound(size);  // the smallest free block that holds it, if not 25 % larger, and of
-      if (it != free_.end() && it->first <= size + size / 4) {  // those the last freed (the warmest in cache)
-        for (auto same = std::next(it); same != free_.end() && same->first == it->first; ++same)
+      auto [it, end] = free_.equal_range(size);  // a free block of its size class: the last freed, the warmest
+      if (it != end) {                            // in cache
+        for (auto same = std::next(it); same != end; ++same)
           if (same->second.freed > it->second.freed) it = same;
         size = it->first, p = it->second.block;
         free_.erase(it);
@@ -151,7 +152,7 @@ class BlockPool final : public c10::Allocator {
   }
 
   mutable std::mutex mutex_;
-  std::multimap<size_t, Free> free_;        // size -> a free block of that size
+  std::multimap<size_t, Free> free_;        // size class -> a free block of it
   std::unordered_map<void*, size_t> live_;  // block -> its size, while a tensor holds it
   size_t cached_ = 0, allocated_ = 0;
   uint64_t clock_ = 0;
