@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "env.h"
 #include "gemm.h"
 
 #if defined(__x86_64__) && defined(CPU_CAPABILITY_AVX512)
@@ -26,8 +27,7 @@ using bf16 = c10::BFloat16;
 // not asked for. Decided once per process, so a run never mixes the two.
 inline bool bf16_dot_instructions() {
   static const bool on = [] {
-    const char* portable = std::getenv("LSTMKIT_PORTABLE_BF16");
-    if (portable && *portable && std::strcmp(portable, "0") != 0) return false;
+    if (env_flag("LSTMKIT_PORTABLE_BF16")) return false;
 #ifdef LSTMKIT_BF16_DOT
     return static_cast<bool>(__builtin_cpu_supports("avx512bf16"));
 #else

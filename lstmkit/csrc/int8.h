@@ -14,6 +14,7 @@
 #include <cstring>
 #include <optional>
 
+#include "env.h"
 #include "gemm.h"
 
 #if defined(__x86_64__) && defined(CPU_CAPABILITY_AVX512)
@@ -29,8 +30,7 @@ enum class q8 : uint8_t {};  // an activation as the products read it: q + 128, 
 // Whether the tiles run vpdpbusd: compiled in, the CPU has AVX512_VNNI, and the portable path is not asked for.
 inline bool int8_dot_instructions() {
   static const bool on = [] {
-    const char* portable = std::getenv("LSTMKIT_PORTABLE_INT8");
-    if (portable && *portable && std::strcmp(portable, "0") != 0) return false;
+    if (env_flag("LSTMKIT_PORTABLE_INT8")) return false;
 #ifdef LSTMKIT_INT8_DOT
     return static_cast<bool>(__builtin_cpu_supports("avx512vnni"));
 #else

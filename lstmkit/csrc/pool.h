@@ -27,13 +27,9 @@
 #include <sys/mman.h>
 #endif
 
-namespace lstmkit {
+#include "env.h"
 
-// Whether an environment variable is set to something other than "0" (read at every call).
-inline bool env_flag(const char* name) {
-  const char* value = std::getenv(name);
-  return value && *value && std::strcmp(value, "0") != 0;
-}
+namespace lstmkit {
 
 class BlockPool final : public c10::Allocator {
  public:
