@@ -19,13 +19,15 @@ from lstmkit.engine.ops import lstm_forward as op_forward
 pytestmark = pytest.mark.skipif(not native.available(), reason="native extension unavailable")
 BF16, F32 = torch.bfloat16, torch.float32
 I, H, P = 21, 37, 11  # odd on purpose: K odd (a half pair), H and P not multiples of a vector
+EVEN = (32, 48, 16)  # every K even: the weights are rounded without a padding copy (bf16.h's bf16_even)
 PADDED = [13] * 5
 PACKED = [13, 13, 11, 8, 8, 3, 1]
 BF16_TOL = 3e-2  # a few roundings of 2^-8 relative each, through the recurrence
 
 
-def operands(batch_sizes, proj, bias=True, seed=0, dtype=F32):
+def operands(batch_sizes, proj, bias=True, seed=0, dtype=F32, sizes=(I, H, P)):
     gen = torch.Generator().manual_seed(seed)
+    I, H, P = sizes
     R = P if proj else H
 
     def t(*shape, scale=0.5):
@@ -43,11 +45,12 @@ def run_op(args, batch_sizes, reverse=False, training=False, precision="bf16"):
 CASES = [(sizes, proj, reverse) for sizes in (PADDED, PACKED) for proj in (False, True) for reverse in (False, True)]
 
 
+@pytest.mark.parametrize("sizes", [(I, H, P), EVEN], ids=["odd", "even"])
 @pytest.mark.parametrize("batch_sizes,proj,reverse", CASES)
-def test_equals_the_rounded_reference_to_fp32_rounding(batch_sizes, proj, reverse):
+def test_equals_the_rounded_reference_to_fp32_rounding(batch_sizes, proj, reverse, sizes):
     """Each h_t is a bf16 rounding of the same float32 value in both, so they agree exactly unless an fp32 sum
     lands on a bf16 rounding boundary: c_n (float32) to float32 rounding, out and h_n in all but a rare bf16 ulp."""
-    args = operands(batch_sizes, proj)
+    args = operands(batch_sizes, proj, sizes=sizes)
     out, h_n, c_n = run_op(args, batch_sizes, reverse)
     want_out, want_h, want_c, _ = loop_reference(*args, batch_sizes=batch_sizes, reverse=reverse, kind="dense",
                                                  groups=1, keep_h=False, precision="bf16")

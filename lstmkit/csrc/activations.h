@@ -34,14 +34,23 @@ struct Act<float> {
   // NaN), and below that, where float32's sigmoid is under 1.7e-38 (and 0 from -104 on), the result is 0.
   static V sigmoid(V x) {
     const V low(-87.f);
+#if defined(CPU_CAPABILITY_AVX512)  // the same with masks kept in mask registers: 10 instructions fewer
+    const V r = reciprocal(V(1.f) + V(_mm512_max_ps(low, x)).neg().exp_u20());  // maxps(low, NaN) is NaN
+    return _mm512_maskz_mov_ps(static_cast<__mmask16>(~_mm512_cmp_ps_mask(x, low, _CMP_LT_OQ)), r);
+#else
     return V::blendv(reciprocal(V(1.f) + at::vec::maximum(x, low).neg().exp_u20()), V(0.f), x < low);
+#endif
   }
 
   // An odd/even rational minimax fit on [-7.9988, 7.9988] (the one Eigen uses); at most 7 ulp from tanh, and at
   // its clamp exactly ±1 as float32's tanh is there (tests/test_saturation.py).
   static V tanh(V x) {
     const V clamp(7.99881172180175781f);
+#if defined(CPU_CAPABILITY_AVX512)  // minps/maxps return their second operand where one is NaN: x's NaN stays
+    const V y = _mm512_min_ps(clamp, _mm512_max_ps(clamp.neg(), x));
+#else
     const V y = at::vec::minimum(at::vec::maximum(x, clamp.neg()), clamp);
+#endif
     const V y2 = y * y;
     V p(-2.76076847742355e-16f);
     p = at::vec::fmadd(y2, p, V(2.00018790482477e-13f));
@@ -54,7 +63,12 @@ struct Act<float> {
     q = at::vec::fmadd(y2, q, V(1.18534705686654e-04f));
     q = at::vec::fmadd(y2, q, V(2.26843463243900e-03f));
     q = at::vec::fmadd(y2, q, V(4.89352518554385e-03f));
-    return V::blendv(y * p * reciprocal(q), x, x.abs() < V(0.0004f));  // tanh(x) = x to float precision near 0
+    const V t = y * p * reciprocal(q);  // tanh(x) = x to float precision near 0:
+#if defined(CPU_CAPABILITY_AVX512)
+    return _mm512_mask_mov_ps(t, _mm512_cmp_ps_mask(x.abs(), V(0.0004f), _CMP_LT_OQ), x);
+#else
+    return V::blendv(t, x, x.abs() < V(0.0004f));
+#endif
   }
 };
 

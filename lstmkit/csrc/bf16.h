@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "env.h"
 #include "gemm.h"
@@ -74,13 +75,23 @@ struct PairPanels {
   const bf16* panel(int64_t p) const { return data + p * pairs() * width * 2; }
 };
 
+// t rounded to bf16 (as torch's .to(torch.bfloat16)), contiguous, with an even size along `dim` (the pairs): t
+// itself where it already is that, else one conversion; a zero row or column follows an odd size.
+inline at::Tensor bf16_even(const at::Tensor& t, int64_t dim) {
+  if (t.size(dim) % 2 == 0) return t.to(at::kBFloat16).contiguous();
+  std::vector<int64_t> shape = t.sizes().vec();
+  ++shape[dim];
+  at::Tensor padded = at::zeros(shape, t.options().dtype(at::kBFloat16));
+  padded.narrow(dim, 0, t.size(dim)).copy_(t);
+  return padded;
+}
+
 // pack_transposed (gemm.h) for bf16 pairs: S (rows, K) of any float dtype, rounded to bf16 and padded to an even K,
 // is a (rows, K / 2) matrix of 32-bit pairs, and its transpose, panelled as fp32 would be, is exactly this layout.
 template <typename Run>
 PairPanels pack_pairs_transposed(const at::Tensor& s, int64_t width, int64_t count, const Run& run) {
-  const int64_t rows = s.size(0), K = s.size(1), pairs = (K + 1) / 2;
-  at::Tensor s16 = at::zeros({rows, 2 * pairs}, s.options().dtype(at::kBFloat16));
-  s16.narrow(1, 0, K).copy_(s);
+  const int64_t K = s.size(1), pairs = (K + 1) / 2;
+  const at::Tensor s16 = bf16_even(s, 1);  // (rows, 2 * pairs)
   const Panels<float> p = pack_transposed<float>(reinterpret_cast<const float*>(s16.data_ptr<bf16>()), pairs, pairs,
                                                  width, count, s.options().dtype(at::kFloat), run);
   return {p.storage, reinterpret_cast<const bf16*>(p.data), K, width, count};
@@ -90,9 +101,7 @@ PairPanels pack_pairs_transposed(const at::Tensor& s, int64_t width, int64_t cou
 // column by column are a (K / 2, N) matrix of 32-bit pairs, panelled as fp32 would be.
 inline PairPanels pack_pair_rows(const at::Tensor& b, int64_t width) {
   const int64_t K = b.size(0), N = b.size(1), pairs = (K + 1) / 2;
-  at::Tensor b16 = at::zeros({2 * pairs, N}, b.options().dtype(at::kBFloat16));
-  b16.narrow(0, 0, K).copy_(b);
-  const at::Tensor interleaved = b16.view({pairs, 2, N}).transpose(1, 2).contiguous();  // (pairs, N, 2)
+  const at::Tensor interleaved = bf16_even(b, 0).view({pairs, 2, N}).transpose(1, 2).contiguous();  // (pairs, N, 2)
   const Panels<float> p = pack_rows<float>(reinterpret_cast<const float*>(interleaved.data_ptr<bf16>()), N, pairs, N,
                                            width, b.options().dtype(at::kFloat));
   return {p.storage, reinterpret_cast<const bf16*>(p.data), K, width, p.count};

@@ -448,7 +448,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
     acts = empty_large({N, 4 * H}, cell);
     cells = empty_large({N, H}, cell);
   } else {
-    c_state = c0_cell.clone();
+    c_state = c0_cell.is_same(c0) ? c0_cell.clone() : c0_cell;  // a conversion of c0 is ours to update already
   }
   const at::Tensor h_full = w_hr ? at::empty({B, H}, operand) : at::Tensor();
   const at::Tensor h_seq = w_hr && keep_h ? empty_large({N, H}, operand) : at::Tensor();
