@@ -50,7 +50,7 @@ def _step(model, x, *, autocast=False, packed=False):
     """Outputs, final state and every gradient of one training step, as a list of tensors."""
     model.zero_grad(set_to_none=True)
     if packed:
-        x = pack_padded_sequence(x, torch.arange(64, 48, -1), enforce_sorted=True)
+        x = pack_padded_sequence(x, 32 - torch.arange(64) // 4, enforce_sorted=True)  # lengths 32 down to 17
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         out, (h, c) = model(x)
     data = out.data if hasattr(out, "batch_sizes") else out
@@ -58,9 +58,9 @@ def _step(model, x, *, autocast=False, packed=False):
     return [data, h, c] + [p.grad for p in model.parameters()]
 
 
-CASES = {  # T=64, B=16, I=H=256: the gates, cells and packed weights are pooled (1 MiB and more)
+CASES = {  # T=32, B=64, I=H=512: the gates, cells, outputs and packed weights are pooled (4 MiB and more)
     "dense": dict(),
-    "bidirectional projection": dict(bidirectional=True, proj_size=64),
+    "bidirectional projection": dict(bidirectional=True, proj_size=128),
     "two layers float64": dict(num_layers=2, dtype=torch.float64),
     "bf16 autocast": dict(autocast=True),
     "layer norm": dict(layer_norm=True),
@@ -77,8 +77,8 @@ def test_results_do_not_depend_on_what_a_reused_block_held(case, monkeypatch):
     autocast, packed = options.pop("autocast", False), options.pop("packed", False)
     dtype = options.pop("dtype", torch.float32)
     torch.manual_seed(0)
-    model = lstmkit.LSTM(256, 256, **options).to(dtype)
-    x = torch.randn(64, 16, 256, dtype=dtype, requires_grad=True)
+    model = lstmkit.LSTM(512, 512, **options).to(dtype)
+    x = torch.randn(32, 64, 512, dtype=dtype, requires_grad=True)
     clean = _step(model, x, autocast=autocast, packed=packed)
     monkeypatch.setenv("LSTMKIT_POOL_POISON", "1")
     poisoned = _step(model, x, autocast=autocast, packed=packed)

@@ -434,7 +434,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
   // operands, fp32 and bf16, the inputs converted here (a no-op where they already are)
   const at::ScalarType cell_type = bf16_operands || int8_weights ? at::kFloat : x.scalar_type(),
                        operand_type = bf16_operands ? at::kBFloat16 : cell_type;
-  const auto as = [](const at::Tensor& t, at::ScalarType type) { return t.to(type).contiguous(); };
+  const auto as = [](const at::Tensor& t, at::ScalarType type) { return converted(t, type); };
   const auto as_opt = [&](const std::optional<at::Tensor>& t, at::ScalarType type) {
     return t ? as(*t, type) : at::Tensor();
   };
@@ -496,13 +496,21 @@ std::vector<at::Tensor> backward_loop(const at::Tensor& d_out, const at::Tensor&
                                       const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& d_h_seq,
                                       const LoopOptions& options, const Needs& needs);
 
-at::Tensor bf16_operand(const at::Tensor& t) { return t.to(at::kBFloat16); }
+at::Tensor bf16_operand(const at::Tensor& t) { return converted(t, at::kBFloat16); }
+
+// a b with bf16 operands (a and b bf16, b possibly a transposed view): oneDNN's bf16 matmul, fp32 accumulation, the
+// result rounded to bf16 as torch's is, returned in float32; both results in empty_large buffers
+at::Tensor bf16_product(const at::Tensor& a, const at::Tensor& b) {
+  at::Tensor c = empty_large({a.size(0), b.size(1)}, a.options().dtype(at::kBFloat16));
+  at::mm_out(c, a, b);
+  return converted(c, at::kFloat);
+}
 
 // A weight gradient d^T v over all rows (d (N, M) and v (N, K) bf16 operands held in bf16 or float32) with bf16
 // products: oneDNN's bf16 matmul (AVX512_BF16 where the CPU has it), fp32 accumulation and the result rounded to
 // bf16, as torch.nn.LSTM's weight gradients are under autocast; returned in float32. 2-3x the float32 GEMM here.
 at::Tensor bf16_weight_grad(const at::Tensor& d, const at::Tensor& v) {
-  return at::mm(bf16_operand(d).t(), bf16_operand(v)).to(at::kFloat);
+  return bf16_product(bf16_operand(d).t(), bf16_operand(v));
 }
 
 // `backward` of a forward with bf16 operands. The loop's cell and its incoming gradients in float32 (converted here
@@ -517,7 +525,7 @@ std::vector<at::Tensor> backward_bf16(const at::Tensor& d_out, const at::Tensor&
                                       const std::optional<at::Tensor>& peephole, const std::optional<at::Tensor>& w_hr,
                                       const std::optional<at::Tensor>& d_h_seq, const LoopOptions& options,
                                       const Needs& needs) {
-  const auto f32 = [](const at::Tensor& t) { return t.to(at::kFloat).contiguous(); };
+  const auto f32 = [](const at::Tensor& t) { return converted(t, at::kFloat); };
   const auto opt = [&](const std::optional<at::Tensor>& t) {
     return t ? std::optional<at::Tensor>(f32(*t)) : std::nullopt;
   };
@@ -645,7 +653,7 @@ std::vector<at::Tensor> backward_loop(const at::Tensor& d_out, const at::Tensor&
   if (needs.weight_hh)  // dW_hh = sum_t dG_t^T h_{t-1}
     d_w_hh = bf16_weight_grad(gates_op, previous_states(bf16_operand(out), bf16_operand(h0), steps));
   if (w_ih && needs.weight_ih) d_w_ih = bf16_weight_grad(gates_op, x);  // dW_ih = sum_t dG_t^T x_t
-  if (w_ih && needs.x) dx = at::mm(gates_op, bf16_operand(*w_ih)).to(at::kFloat);  // dL/dx = dG W_ih
+  if (w_ih && needs.x) dx = bf16_product(gates_op, bf16_operand(*w_ih));  // dL/dx = dG W_ih
   return {w_ih ? dx : d_gates, dh_next, dc, d_peep, d_bias, d_w_ih, d_w_hh, d_w_hr};
 }
 

@@ -53,12 +53,14 @@ struct Steps {
 // rows), as a product over all rows reads it: out (N, P) every h_t, h0 (B, P).
 inline at::Tensor previous_states(const at::Tensor& out, const at::Tensor& h0, const Steps& steps) {
   const int64_t N = out.size(0), P = out.size(1);
+  at::Tensor h_prev = empty_large({N, P}, out.options());
   if (steps.uniform()) {  // a padded batch: the output B rows earlier in the walk
     const int64_t B = steps.rows[0];
-    if (steps.start[0] != 0) return at::cat({out.narrow(0, B, N - B), h0});  // reverse: step t reads h_{t+1}
-    return at::cat({h0, out.narrow(0, 0, N - B)});
+    const bool reverse = steps.start[0] != 0;  // step t reads h_{t+1}
+    h_prev.narrow(0, reverse ? N - B : 0, B).copy_(h0);
+    h_prev.narrow(0, reverse ? 0 : B, N - B).copy_(out.narrow(0, reverse ? B : 0, N - B));
+    return h_prev;
   }
-  at::Tensor h_prev = empty_large({N, P}, out.options());
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, out.scalar_type(), "lstmkit_h_prev", [&] {
     at::parallel_for(0, steps.count(), 1, [&](int64_t s0, int64_t s1) {
       for (int64_t s = s0; s < s1; ++s)

@@ -144,7 +144,7 @@ def auto_layer(x: Tensor, batch_sizes: list[int] | None, h0: Tensor, c0: Tensor,
 
 
 def release_buffers() -> int:
-    """Frees the large CPU buffers that the native engine keeps for reuse (lstmkit/csrc/pool.h: blocks of 1 MiB and
+    """Frees the large CPU buffers that the native engine keeps for reuse (lstmkit/csrc/pool.h: blocks of 4 MiB and
     more that earlier calls freed, at most 1 GiB of them, which spare the next call of the same shapes a fresh
     allocation's page faults); buffers in use stay. Returns the bytes freed: 0 without the extension."""
     ext = extension()
