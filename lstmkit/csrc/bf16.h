@@ -65,6 +65,32 @@ inline void store_bf16(Vectorized<float> v, bf16* p, int n) {
 #endif
 }
 
+// t (float32) rounded to bf16 and held in float32, the value t.to(torch.bfloat16).to(torch.float32) has (NaN stays
+// NaN): one pass into an empty_large buffer instead of two conversions into fresh ones (autocast's rounding of the
+// operands, lstmkit/autocast.py).
+inline at::Tensor rounded_to_bf16(const at::Tensor& t) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat, "rounded_to_bf16 takes a float32 CPU tensor");
+  const at::Tensor src = t.contiguous();
+  at::Tensor out = empty_large(src.sizes(), src.options());
+  const float* in = src.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  at::parallel_for(0, src.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+#ifdef CPU_CAPABILITY_AVX512
+    for (; begin + 16 <= end; begin += 16) {  // store_bf16's rounding, kept in the upper half of each float
+      const __m512 v = _mm512_loadu_ps(in + begin);
+      const __m512i u = _mm512_castps_si512(v);
+      const __m512i bias = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)),
+                                            _mm512_set1_epi32(0x7fff));
+      __m512i r = _mm512_and_si512(_mm512_add_epi32(u, bias), _mm512_set1_epi32(int(0xffff0000u)));
+      r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc00000));
+      _mm512_storeu_si512(dst + begin, r);
+    }
+#endif
+    for (int64_t i = begin; i < end; ++i) dst[i] = static_cast<float>(bf16(in[i]));
+  });
+  return out;
+}
+
 // B (K, N) in bf16 pairs: panel p, pair row q holds for each of its `width` columns u the two bf16
 // (B[2q][u], B[2q + 1][u]) side by side (zero past K and N), so one 64-byte load feeds one vdpbf16ps.
 struct PairPanels {

@@ -691,6 +691,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return lstmkit::empty_large(sizes, like.options());
   }, "empty_large(sizes, like): torch.empty like `like`, from lstmkit's pool of large blocks where it is large "
      "(csrc/pool.h)");
+  m.def("rounded_to_bf16", &lstmkit::rounded_to_bf16, "rounded_to_bf16(t) -> float32 t rounded to bf16, held in "
+        "float32 (t.to(torch.bfloat16).to(torch.float32)'s values, in one pass into a pooled buffer)");
   m.def("pool_cached_bytes", [] { return lstmkit::BlockPool::get().cached(); },
         "pool_cached_bytes() -> bytes of free blocks the pool of large buffers holds for reuse (csrc/pool.h)");
   m.def("pool_release", [] { return lstmkit::BlockPool::get().release(); },
