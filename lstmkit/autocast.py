@@ -65,7 +65,8 @@ def rounded(t: Tensor, dtype: torch.dtype) -> Tensor:
     """float32 t rounded to `dtype` and held in float32: t.to(dtype).to(torch.float32), for bf16 on the CPU in one
     pass by the native extension where it is loaded (the same values), not in code that a tracer or a torch.func
     transform sees."""
-    if (dtype == torch.bfloat16 and t.device.type == "cpu" and type(t) in (Tensor, torch.nn.Parameter)
+    if (dtype == torch.bfloat16 and t.dtype == torch.float32 and t.device.type == "cpu"
+            and type(t) in (Tensor, torch.nn.Parameter)
             and not (torch.compiler.is_compiling() or torch.jit.is_tracing()
                      or torch._C._are_functorch_transforms_active())):
         from lstmkit.engine.build import extension  # here: the engine imports this module

@@ -50,13 +50,21 @@ inline Vectorized<float> load_bf16(const bf16* p, int n) {
 #endif
 }
 
-inline void store_bf16(Vectorized<float> v, bf16* p, int n) {
 #ifdef CPU_CAPABILITY_AVX512
+// v rounded to nearest even bf16, the result in the upper half of each 32 bits (the lower half is rounding residue;
+// NaN becomes 0x7fc0....)
+inline __m512i round_to_bf16_bits(__m512 v) {
   const __m512i u = _mm512_castps_si512(v);
   const __m512i bias = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)),
                                         _mm512_set1_epi32(0x7fff));
-  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, bias), 16);
-  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc0));
+  return _mm512_mask_mov_epi32(_mm512_add_epi32(u, bias), _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q),
+                               _mm512_set1_epi32(0x7fc00000));
+}
+#endif
+
+inline void store_bf16(Vectorized<float> v, bf16* p, int n) {
+#ifdef CPU_CAPABILITY_AVX512
+  const __m512i r = _mm512_srli_epi32(round_to_bf16_bits(v), 16);
   _mm256_mask_storeu_epi16(p, static_cast<__mmask16>((1u << n) - 1), _mm512_cvtepi32_epi16(r));
 #else
   float f[Vectorized<float>::size()];
@@ -77,13 +85,8 @@ inline at::Tensor rounded_to_bf16(const at::Tensor& t) {
   at::parallel_for(0, src.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
 #ifdef CPU_CAPABILITY_AVX512
     for (; begin + 16 <= end; begin += 16) {  // store_bf16's rounding, kept in the upper half of each float
-      const __m512 v = _mm512_loadu_ps(in + begin);
-      const __m512i u = _mm512_castps_si512(v);
-      const __m512i bias = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)),
-                                            _mm512_set1_epi32(0x7fff));
-      __m512i r = _mm512_and_si512(_mm512_add_epi32(u, bias), _mm512_set1_epi32(int(0xffff0000u)));
-      r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc00000));
-      _mm512_storeu_si512(dst + begin, r);
+      const __m512i r = round_to_bf16_bits(_mm512_loadu_ps(in + begin));
+      _mm512_storeu_si512(dst + begin, _mm512_and_si512(r, _mm512_set1_epi32(int(0xffff0000u))));
     }
 #endif
     for (int64_t i = begin; i < end; ++i) dst[i] = static_cast<float>(bf16(in[i]));
@@ -102,9 +105,10 @@ struct PairPanels {
 };
 
 // t rounded to bf16 (as torch's .to(torch.bfloat16)), contiguous, with an even size along `dim` (the pairs): t
-// itself where it already is that, else one conversion; a zero row or column follows an odd size.
+// itself where it already is that, else one conversion (pool.h's `converted`); a zero row or column follows an odd
+// size.
 inline at::Tensor bf16_even(const at::Tensor& t, int64_t dim) {
-  if (t.size(dim) % 2 == 0) return t.to(at::kBFloat16).contiguous();
+  if (t.size(dim) % 2 == 0) return converted(t, at::kBFloat16);
   std::vector<int64_t> shape = t.sizes().vec();
   ++shape[dim];
   at::Tensor padded = at::zeros(shape, t.options().dtype(at::kBFloat16));
