@@ -238,7 +238,7 @@ class LSTM(nn.Module):
             dtypes = autocast.lstm_dtypes(ref.device.type, amp, x.dtype, c0.dtype, packed=packed,
                                           projected=self.proj_size > 0, empty=B == 0)
             x, h0, c0 = autocast.cast(x, amp), autocast.cast(h0, amp), autocast.cast(c0, amp)
-            engine = autocast.engine(ref.device.type)
+            engine = autocast.engine(ref.device.type, operand_outputs=True)
         h_n, c_n = [], []
         with engine:
             for k in range(L):
@@ -250,7 +250,9 @@ class LSTM(nn.Module):
                     h_n.append(h)
                     c_n.append(c)
                 x = torch.cat(outputs, 1) if D == 2 else outputs[0]  # (N, D*P)
-                if amp is not None:  # the next layer's input, as torch's would be: in the autocast dtype
+                # the next layer's input, as torch's would be: in the autocast dtype (as float32 for the engine);
+                # the last layer's output as it is where the native loop made it in that dtype already
+                if amp is not None and (k < L - 1 or x.dtype != amp):
                     x = autocast.cast(x, amp)
                 if self.dropout and self.training and k < L - 1:
                     x = self._drop_between_layers(x, batch_sizes if packed else None, B)

@@ -119,8 +119,9 @@ def _run(form: NativeRecurrent, x: Tensor, batch_sizes: list[int] | None, h0: Te
         x, weight_ih, bias, state, c0, form.weight_hh, peephole, form.weight_hr, batch_sizes=batch_sizes,
         reverse=reverse, kind=form.kind, groups=form.groups, training=training, keep_h=form.internal_projection,
         precision=precision)
-    if precision == "bf16":  # out, h_n bfloat16 and c_n float32 from the op: the contract's dtype, x's
-        return out.to(x.dtype), h_n.to(x.dtype), c_n.to(x.dtype)
+    if precision == "bf16":  # out, h_n bfloat16 and c_n float32 from the op: the contract's dtype, x's (out stays
+        # bfloat16 for a caller that takes it so: autocast.operand_outputs)
+        return (out if autocast.operand_outputs() else out.to(x.dtype)), h_n.to(x.dtype), c_n.to(x.dtype)
     if form.internal_projection:  # the layer's outputs are h_t, which the loop kept; h_n is each sequence's last
         return h_seq, h_seq.index_select(0, last_rows(batch_sizes, reverse, x.shape[0], h0.shape[0], x.device)), c_n
     return out, h_n, c_n
