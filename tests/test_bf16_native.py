@@ -126,14 +126,19 @@ def test_bf16_module_matches_torch_bf16(kw, packed, monkeypatch):
 
 
 def grads(model, x, amp):
+    """Outputs and the gradients of a random projection of them: every parameter's and the input's (a packed
+    sequence's rows)."""
     model.zero_grad(set_to_none=True)
-    x = (x.data if isinstance(x, torch.nn.utils.rnn.PackedSequence) else x).detach().requires_grad_()
+    packed = isinstance(x, torch.nn.utils.rnn.PackedSequence)
+    rows = (x.data if packed else x).detach().requires_grad_()
+    inp = x._replace(data=rows) if packed else rows  # the packed sequence itself, its rows a leaf
     with torch.autocast("cpu", dtype=BF16, enabled=amp):
-        out, (h, c) = model(x)
+        out, (h, c) = model(inp)
+    out = out.data if packed else out
     gen = torch.Generator().manual_seed(3)
     loss = sum((t.float() * torch.randn(t.shape, generator=gen)).sum() for t in (out, h, c))
     loss.backward()
-    return (out, h, c), {n: p.grad for n, p in model.named_parameters()} | {"input": x.grad}
+    return (out, h, c), {n: p.grad for n, p in model.named_parameters()} | {"input": rows.grad}
 
 
 @pytest.mark.parametrize("kw,packed", [({}, False), ({"proj_size": P}, False), ({"num_layers": 2}, False),
@@ -159,7 +164,7 @@ def results(threads: int, packed: bool):
     try:
         _, ours, x = close_to_torch({"proj_size": P}, packed)
         (out, h, c), g = grads(ours, x, True)
-        return [out.data if packed else out, h, c, *g.values()]
+        return [out, h, c, *g.values()]
     finally:
         torch.set_num_threads(before)
 

@@ -51,24 +51,30 @@ struct Steps {
 
 // h_prev (N, P): the state entering each row's step, gathered in the walk's row order (h0 for a step's first
 // rows), as a product over all rows reads it: out (N, P) every h_t, h0 (B, P).
-inline at::Tensor previous_states(const at::Tensor& out, const at::Tensor& h0, const Steps& steps) {
-  const int64_t N = out.size(0), P = out.size(1);
-  at::Tensor h_prev = empty_large({N, P}, out.options());
+// Written into h_prev (N, P), which may be a view of columns (rows h_prev.stride(0) apart) of out's dtype.
+inline void write_previous_states(const at::Tensor& out, const at::Tensor& h0, const Steps& steps, at::Tensor h_prev) {
+  const int64_t N = out.size(0), P = out.size(1), ld = h_prev.stride(0);
+  TORCH_CHECK(h_prev.scalar_type() == out.scalar_type() && h_prev.stride(1) == 1, "h_prev must be rows of out's dtype");
   if (steps.uniform()) {  // a padded batch: the output B rows earlier in the walk
     const int64_t B = steps.rows[0];
     const bool reverse = steps.start[0] != 0;  // step t reads h_{t+1}
     h_prev.narrow(0, reverse ? N - B : 0, B).copy_(h0);
     h_prev.narrow(0, reverse ? 0 : B, N - B).copy_(out.narrow(0, reverse ? B : 0, N - B));
-    return h_prev;
+    return;
   }
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, out.scalar_type(), "lstmkit_h_prev", [&] {
     at::parallel_for(0, steps.count(), 1, [&](int64_t s0, int64_t s1) {
       for (int64_t s = s0; s < s1; ++s)
         for (int64_t b = 0; b < steps.rows[s]; ++b)
-          std::memcpy(h_prev.data_ptr<scalar_t>() + (steps.start[s] + b) * P,
+          std::memcpy(h_prev.data_ptr<scalar_t>() + (steps.start[s] + b) * ld,
                       steps.prev(s, b, out.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), P), P * sizeof(scalar_t));
     });
   });
+}
+
+inline at::Tensor previous_states(const at::Tensor& out, const at::Tensor& h0, const Steps& steps) {
+  at::Tensor h_prev = empty_large({out.size(0), out.size(1)}, out.options());
+  write_previous_states(out, h0, steps, h_prev);
   return h_prev;
 }
 
