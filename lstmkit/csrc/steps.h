@@ -50,8 +50,8 @@ struct Steps {
 };
 
 // h_prev (N, P): the state entering each row's step, gathered in the walk's row order (h0 for a step's first
-// rows), as a product over all rows reads it: out (N, P) every h_t, h0 (B, P).
-// Written into h_prev (N, P), which may be a view of columns (rows h_prev.stride(0) apart) of out's dtype.
+// rows), as a product over all rows reads it: out (N, P) every h_t, h0 (B, P). Written into `h_prev`, of out's
+// dtype, which may be a view of some columns of a wider buffer (its rows h_prev.stride(0) apart).
 inline void write_previous_states(const at::Tensor& out, const at::Tensor& h0, const Steps& steps, at::Tensor h_prev) {
   const int64_t N = out.size(0), P = out.size(1), ld = h_prev.stride(0);
   TORCH_CHECK(h_prev.scalar_type() == out.scalar_type() && h_prev.stride(1) == 1, "h_prev must be rows of out's dtype");
@@ -72,6 +72,7 @@ inline void write_previous_states(const at::Tensor& out, const at::Tensor& h0, c
   });
 }
 
+// The same in a buffer of its own.
 inline at::Tensor previous_states(const at::Tensor& out, const at::Tensor& h0, const Steps& steps) {
   at::Tensor h_prev = empty_large({out.size(0), out.size(1)}, out.options());
   write_previous_states(out, h0, steps, h_prev);
