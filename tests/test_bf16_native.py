@@ -96,14 +96,17 @@ def close_to_torch(module_kw, packed, impl_kw=None):
 
 
 def record_precisions(monkeypatch) -> list[str]:
-    """The `precision` of every native op call from now on (a spy on ops.lstm_forward)."""
+    """The `precision` of every native loop call from now on (a spy on ops.lstm_forward and on its kernel, which
+    a call that records no gradient runs directly: lstmkit/engine/dispatch.py)."""
     precisions = []
-    forward = ops.lstm_forward
 
-    def spy(*args, **options):
-        precisions.append(options["precision"])
-        return forward(*args, **options)
-    monkeypatch.setattr(ops, "lstm_forward", spy)
+    def spy(forward):
+        def call(*args, **options):
+            precisions.append(options["precision"])
+            return forward(*args, **options)
+        return call
+    for name in ("lstm_forward", "forward_kernel"):
+        monkeypatch.setattr(ops, name, spy(getattr(ops, name)))
     return precisions
 
 

@@ -192,13 +192,16 @@ def quantized_pair(kw, packed, seed=0):
 
 
 def spy_native(monkeypatch) -> list:
+    """The options of every native int8 loop call from now on: through the op or its kernel run directly."""
     calls = []
-    forward = ops_int8.lstm_forward_int8
 
-    def spy(*args, **kw):
-        calls.append(kw)
-        return forward(*args, **kw)
-    monkeypatch.setattr(ops_int8, "lstm_forward_int8", spy)
+    def spy(forward):
+        def call(*args, **kw):
+            calls.append(kw)
+            return forward(*args, **kw)
+        return call
+    for name in ("lstm_forward_int8", "forward_int8_kernel"):
+        monkeypatch.setattr(ops_int8, name, spy(getattr(ops_int8, name)))
     return calls
 
 

@@ -16,6 +16,7 @@ from lstmkit import autocast, maps
 from lstmkit.engine import op_autograd, op_vmap, ops, ops_int8  # noqa: F401 (registers the ops and their rules)
 from lstmkit.engine.bptt import fused_layer
 from lstmkit.engine.build import available, extension  # noqa: F401 (re-exported)
+from lstmkit.engine.dispatch import kernel_may_run
 from lstmkit.engine.inference import needs_grad
 from lstmkit.engine.reference import reference_layer
 from lstmkit.engine.transforms import differentiating_transform
@@ -109,16 +110,18 @@ def _run(form: NativeRecurrent, x: Tensor, batch_sizes: list[int] | None, h0: Te
     precision = _precision(form, x, h0, c0, weight_ih, bias, peephole)
     if precision == "int8":
         weight_ih, scale_ih = ih if ih is not None else (None, None)
-        out, h_n, c_n, _ = ops_int8.lstm_forward_int8(
-            x, weight_ih, scale_ih, bias, h0, c0, form.weight_hh, form.scale_hh, peephole, form.weight_hr,
-            form.scale_hr, batch_sizes=batch_sizes, reverse=reverse, keep_h=False)
+        operands = (x, weight_ih, scale_ih, bias, h0, c0, form.weight_hh, form.scale_hh, peephole, form.weight_hr,
+                    form.scale_hr)
+        run = ops_int8.forward_int8_kernel if kernel_may_run(*operands) else ops_int8.lstm_forward_int8
+        out, h_n, c_n, _ = run(*operands, batch_sizes=batch_sizes, reverse=reverse, keep_h=False)
         return out, h_n, c_n
     state = form.initial_state(h0)  # (B, P), or r_0 = V h_0 (B, r) for a low-rank W_hh
-    training = needs_grad(x, state, c0, weight_ih, bias, peephole, form.weight_hh, form.weight_hr)
-    out, h_n, c_n, _, _, h_seq = ops.lstm_forward(
-        x, weight_ih, bias, state, c0, form.weight_hh, peephole, form.weight_hr, batch_sizes=batch_sizes,
-        reverse=reverse, kind=form.kind, groups=form.groups, training=training, keep_h=form.internal_projection,
-        precision=precision)
+    operands = (x, weight_ih, bias, state, c0, form.weight_hh, peephole, form.weight_hr)
+    training = needs_grad(*operands)
+    run = ops.forward_kernel if kernel_may_run(*operands) else ops.lstm_forward  # the same kernel (dispatch.py)
+    out, h_n, c_n, _, _, h_seq = run(*operands, batch_sizes=batch_sizes, reverse=reverse, kind=form.kind,
+                                     groups=form.groups, training=training, keep_h=form.internal_projection,
+                                     precision=precision)
     if precision == "bf16":  # out, h_n bfloat16 and c_n float32 from the op: the contract's dtype, x's (out stays
         # bfloat16 for a caller that takes it so: autocast.operand_outputs)
         return (out if autocast.operand_outputs() else out.to(x.dtype)), h_n.to(x.dtype), c_n.to(x.dtype)

@@ -63,8 +63,7 @@ def _sizes(batch_sizes: list[int] | None, x: Tensor, h0: Tensor) -> list[int]:
     return [h0.shape[0]] * (x.shape[0] // h0.shape[0]) if batch_sizes is None else batch_sizes
 
 
-@torch.library.custom_op("lstmkit::lstm_forward", mutates_args=(), device_types="cpu")
-def lstm_forward(x: Tensor, weight_ih: Tensor | None, bias: Tensor | None, h0: Tensor, c0: Tensor, weight_hh: Tensor,
+def forward_kernel(x: Tensor, weight_ih: Tensor | None, bias: Tensor | None, h0: Tensor, c0: Tensor, weight_hh: Tensor,
                  peephole: Tensor | None, weight_hr: Tensor | None, *, batch_sizes: list[int] | None, reverse: bool,
                  kind: str, groups: int, training: bool, keep_h: bool,
                  precision: str = "input") -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -74,6 +73,11 @@ def lstm_forward(x: Tensor, weight_ih: Tensor | None, bias: Tensor | None, h0: T
                               keep_h=keep_h, diagonal=kind == "diagonal", groups=groups, bf16=_bf16(precision))
     out, h_n, c_n, acts, cells, h_seq = ext.forward(*loop, options)
     return out, h_n, c_n, _or_empty(acts, x), _or_empty(cells, x), _or_empty(h_seq, x)
+
+
+# the op's CPU kernel is forward_kernel itself, which an eager call that records no gradient may run directly
+# (lstmkit/engine/dispatch.py)
+lstm_forward = torch.library.custom_op("lstmkit::lstm_forward", mutates_args=(), device_types="cpu")(forward_kernel)
 
 
 @lstm_forward.register_fake

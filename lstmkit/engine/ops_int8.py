@@ -18,11 +18,10 @@ from lstmkit.engine.build import extension
 from lstmkit.engine.ops import _contiguous, _or_empty, _sizes
 
 
-@torch.library.custom_op("lstmkit::lstm_forward_int8", mutates_args=(), device_types="cpu")
-def lstm_forward_int8(x: Tensor, weight_ih: Tensor | None, scale_ih: Tensor | None, bias: Tensor | None, h0: Tensor,
-                      c0: Tensor, weight_hh: Tensor, scale_hh: Tensor, peephole: Tensor | None,
-                      weight_hr: Tensor | None, scale_hr: Tensor | None, *, batch_sizes: list[int] | None,
-                      reverse: bool, keep_h: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def forward_int8_kernel(x: Tensor, weight_ih: Tensor | None, scale_ih: Tensor | None, bias: Tensor | None,
+                        h0: Tensor, c0: Tensor, weight_hh: Tensor, scale_hh: Tensor, peephole: Tensor | None,
+                        weight_hr: Tensor | None, scale_hr: Tensor | None, *, batch_sizes: list[int] | None,
+                        reverse: bool, keep_h: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     ext = extension()
     loop = [_contiguous(t) for t in (x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr)]
     options = ext.LoopOptions(batch_sizes=_sizes(batch_sizes, x, h0), reverse=reverse, training=False,
@@ -31,6 +30,11 @@ def lstm_forward_int8(x: Tensor, weight_ih: Tensor | None, scale_ih: Tensor | No
                             weight_hr=_contiguous(scale_hr))
     out, h_n, c_n, _, _, h_seq = ext.forward(*loop, options, scales)
     return out, h_n, c_n, _or_empty(h_seq, x)
+
+
+# the op's CPU kernel, which an eager call may run directly (lstmkit/engine/dispatch.py)
+lstm_forward_int8 = torch.library.custom_op("lstmkit::lstm_forward_int8", mutates_args=(),
+                                            device_types="cpu")(forward_int8_kernel)
 
 
 @lstm_forward_int8.register_fake
