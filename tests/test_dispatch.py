@@ -2,6 +2,7 @@
 bits as through torch.library's dispatcher, and the op itself wherever something must see it."""
 import pytest
 import torch
+from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -114,6 +115,8 @@ def test_modes_and_the_profiler_see_the_op(int8):
         with torch.profiler.profile() as prof:
             m(x)
         assert any(e.name == name.replace(".", "::") for e in prof.events())
+        graph = make_fx(lambda t: m(t)[0], tracing_mode="real")(x).graph  # plain tensors, a tracer's mode on
+        assert any(str(node.target).startswith(name) for node in graph.nodes)
 
 
 class _Sub(torch.Tensor):

@@ -63,10 +63,10 @@ def _sizes(batch_sizes: list[int] | None, x: Tensor, h0: Tensor) -> list[int]:
     return [h0.shape[0]] * (x.shape[0] // h0.shape[0]) if batch_sizes is None else batch_sizes
 
 
-def forward_kernel(x: Tensor, weight_ih: Tensor | None, bias: Tensor | None, h0: Tensor, c0: Tensor, weight_hh: Tensor,
-                 peephole: Tensor | None, weight_hr: Tensor | None, *, batch_sizes: list[int] | None, reverse: bool,
-                 kind: str, groups: int, training: bool, keep_h: bool,
-                 precision: str = "input") -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def forward_kernel(x: Tensor, weight_ih: Tensor | None, bias: Tensor | None, h0: Tensor, c0: Tensor,
+                   weight_hh: Tensor, peephole: Tensor | None, weight_hr: Tensor | None, *,
+                   batch_sizes: list[int] | None, reverse: bool, kind: str, groups: int, training: bool, keep_h: bool,
+                   precision: str = "input") -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     loop = [_contiguous(t) for t in (x, weight_ih, bias, h0, c0, weight_hh, peephole, weight_hr)]
     ext = extension()
     options = ext.LoopOptions(batch_sizes=_sizes(batch_sizes, x, h0), reverse=reverse, training=training,
