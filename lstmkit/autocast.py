@@ -82,14 +82,12 @@ class _RoundedEager(torch.autograd.Function):
 
 def rounded(t: Tensor, dtype: torch.dtype) -> Tensor:
     """float32 t rounded to `dtype` and held in float32: t.to(dtype).to(torch.float32), for bf16 on the CPU in one
-    pass by the native extension where it is loaded (the same values), not in code that a tracer or a torch.func
-    transform sees."""
-    if (dtype == torch.bfloat16 and t.dtype == torch.float32 and t.device.type == "cpu"
-            and type(t) in (Tensor, torch.nn.Parameter)
-            and not (torch.compiler.is_compiling() or torch.jit.is_tracing()
-                     or torch._C._are_functorch_transforms_active())):
+    pass by the native extension where it is loaded (the same values), wherever nothing must see the ops
+    (lstmkit/engine/dispatch.py: no compiler, tracer, transform, mode or profiler, a plain tensor)."""
+    if dtype == torch.bfloat16 and t.dtype == torch.float32 and t.device.type == "cpu":
         from lstmkit.engine.build import extension  # here: the engine imports this module
-        ext = extension()
+        from lstmkit.engine.dispatch import kernel_may_run
+        ext = extension() if kernel_may_run(t) else None
         if ext is not None:
             return ext.rounded_to_bf16(t)
     return t.to(dtype).to(torch.float32)

@@ -144,3 +144,13 @@ def test_what_keeps_a_call_on_the_op():
     torch.func.vmap(lambda t: seen.append(dispatch.kernel_may_run(t)) or t)(x)
     traced = torch.jit.trace(lambda t: t * (2 if dispatch.kernel_may_run(t) else 3), (x,), check_trace=False)
     assert seen == [False] and torch.equal(traced(x), x * 3)
+
+
+def test_a_traced_rounding_records_its_ops():
+    """autocast.rounded's one-pass kernel is invisible to a tracer's mode: under one, the graph must hold the
+    rounding itself, not a buffer from the trace."""
+    from lstmkit import autocast
+    with torch.no_grad():
+        graph = make_fx(lambda t: autocast.rounded(t, torch.bfloat16), tracing_mode="real")(torch.randn(6, 4))
+    y = torch.randn(6, 4)
+    assert torch.equal(graph(y), y.bfloat16().float())
